@@ -1,0 +1,160 @@
+"""The `agent` command line: run task files, read traces, serve a scripted model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import ExitStack
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anyio
+
+from .errors import AgentError, ConfigError, ToolServerError
+from .models.config import MODEL_SYNTAX, parse_model
+from .render import ConsoleRenderer
+from .task import TaskSpec, load_task
+from .trace import result_from_trace
+
+EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _version() -> str:
+    try:
+        return version("deepseek-mcp-agent")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent",
+        description="Drive DeepSeek V4 (official API, vLLM or any OpenAI-compatible endpoint) through MCP servers.",
+        epilog="Model strings: " + MODEL_SYNTAX + ". Environment: DEEPSEEK_API_KEY (deepseek profile), "
+        "VLLM_API_KEY (vllm, optional), OPENAI_API_KEY (openai-compatible), AGENT_MODEL (default for --model).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run a task file",
+        description="Run a task file: the model calls the task's MCP tools until it answers or a limit stops it. "
+        "Progress goes to stderr, the answer to stdout, every event to a JSONL trace. Exit code 0 when the "
+        "run finished (answer or claim_done), 1 when a limit or an error stopped it, 2 for bad input, "
+        "130 on Ctrl-C.",
+    )
+    run.add_argument("task", type=Path, help="task file (YAML)")
+    run.add_argument("--model", default=os.environ.get("AGENT_MODEL"),
+                     help="override the task's model (default: $AGENT_MODEL or the task's)")
+    run.add_argument("--think", choices=["none", "high", "max"], help="override the task's think mode")
+    run.add_argument("--trace", type=Path, help="trace file (default: runs/<time>-<task>-<id>.jsonl)")
+    run.add_argument("--max-steps", type=int, help="override limits.max_steps")
+    run.add_argument("--demo", action="store_true",
+                     help="run the task's scripted demo offline even when an API key is set")
+    run.add_argument("--quiet", action="store_true", help="print only the answer")
+    run.add_argument("--no-reasoning", action="store_true", help="do not show streamed reasoning")
+    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    trace = sub.add_parser("trace", help="summarise a trace file",
+                           description="Read a JSONL trace back into a run result and print it as JSON.")
+    trace.add_argument("path", type=Path)
+
+    scripted = sub.add_parser(
+        "scripted-server", help="serve a scripted OpenAI-compatible model (tests and demos)",
+        description="Serve scripted assistant turns over the OpenAI chat-completions protocol on 127.0.0.1.",
+    )
+    scripted.add_argument("script", type=Path)
+    scripted.add_argument("--dialect", choices=["deepseek", "vllm"], default="deepseek")
+    scripted.add_argument("--model", default="deepseek-v4-flash")
+    scripted.add_argument("--port", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "trace":
+            print(result_from_trace(args.path).model_dump_json(indent=2, exclude={"messages"}))
+            return EXIT_OK
+        if args.command == "scripted-server":
+            from .testing import main as serve
+
+            return serve([str(args.script), "--dialect", args.dialect, "--model", args.model, "--port", str(args.port)])
+    except (ConfigError, ToolServerError) as exc:
+        print(f"agent: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except AgentError as exc:
+        print(f"agent: error: {exc}", file=sys.stderr)
+        return EXIT_UNFINISHED
+    except KeyboardInterrupt:
+        print("agent: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
+    task = load_task(args.task)
+    updates: dict[str, object] = {}
+    if args.model:
+        updates["model"] = parse_model(args.model, where="--model")
+    if args.think:
+        updates["think"] = args.think
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ConfigError(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
+        updates["limits"] = task.limits.model_copy(update={"max_steps": args.max_steps})
+    task = task.model_copy(update=updates)
+    with ExitStack() as stack:
+        task = _scripted_demo_if_needed(task, args, stack)
+        return anyio.run(_run_async, task, args)
+
+
+def _scripted_demo_if_needed(task: TaskSpec, args: argparse.Namespace, stack: ExitStack) -> TaskSpec:
+    """Without credentials for the official API, run the task's scripted demo, and say so plainly."""
+    model = task.model
+    missing_key = model.needs_key() and model.resolved_api_key() is None
+    if not (args.demo or missing_key):
+        return task
+    if task.demo is None:
+        if args.demo:
+            raise ConfigError(f"{args.task}: --demo needs a 'demo' field naming a script of model turns")
+        return task  # the model client raises the clear "key is not set" error
+    from .testing import ScriptedModelServer, load_script
+
+    reason = "--demo was given" if args.demo else f"{model.key_env()} is not set"
+    print(
+        f"agent: {reason}: running a SCRIPTED DEMO offline. The model's turns are replayed from {task.demo} by a "
+        "local scripted OpenAI-compatible server; the MCP servers and tools are real. Set DEEPSEEK_API_KEY "
+        "(or --model vllm:http://HOST:8000/v1#MODEL) to run the same task against DeepSeek V4.",
+        file=sys.stderr,
+    )
+    dialect = "vllm" if model.profile == "vllm" else "deepseek"
+    server = stack.enter_context(
+        ScriptedModelServer(load_script(task.demo), dialect=dialect, model=model.model or "deepseek-v4-flash")
+    )
+    return task.model_copy(update={"model": parse_model(server.model_string)})
+
+
+async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
+    from .runner import Agent
+
+    renderer = None if args.quiet or args.json else ConsoleRenderer(show_reasoning=not args.no_reasoning)
+    agent = Agent.from_task(task)
+    result = await agent.run(task.prompt, trace_path=args.trace, on_event=renderer)
+    if args.json:
+        print(result.model_dump_json(indent=2, exclude={"messages"}))
+    else:
+        if result.answer:
+            print(result.answer)
+        if result.error:
+            print(f"agent: error: {result.error}", file=sys.stderr)
+        if not args.quiet:
+            print(f"trace: {result.trace_path}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_UNFINISHED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Typed events of a run: the loop emits them, the CLI renders them, the trace writes them."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from .usage import Usage
+
+
+class _Event(BaseModel):
+    t: float = Field(default_factory=time.time, description="Unix time the event was emitted")
+
+
+class RunStarted(_Event):
+    type: Literal["run_started"] = "run_started"
+    run_id: str
+    prompt: str
+    model: str
+    profile: str
+    think: str
+    servers: list[str] = []
+    tools: list[str] = []
+    limits: dict[str, Any] = {}
+    task: str | None = None
+
+
+class ThinkChosen(_Event):
+    type: Literal["think_chosen"] = "think_chosen"
+    step: int
+    mode: str
+    reason: str
+
+
+class ModelRequest(_Event):
+    type: Literal["model_request"] = "model_request"
+    step: int
+    mode: str
+    messages: int
+    body_bytes: int
+
+
+class ModelDelta(_Event):
+    """A streamed piece of the assistant turn; shown live, never written to the trace."""
+
+    type: Literal["model_delta"] = "model_delta"
+    step: int
+    kind: Literal["reasoning", "content"]
+    text: str
+
+
+class ModelRetry(_Event):
+    type: Literal["model_retry"] = "model_retry"
+    step: int
+    attempt: int
+    error: str
+    delay_s: float
+
+
+class ToolCallInfo(BaseModel):
+    id: str
+    name: str
+    arguments: str
+
+
+class ModelResponse(_Event):
+    type: Literal["model_response"] = "model_response"
+    step: int
+    model: str
+    content: str
+    reasoning: str
+    tool_calls: list[ToolCallInfo] = []
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+    cost: float = 0.0
+    duration_s: float = 0.0
+
+
+class ToolCallStarted(_Event):
+    type: Literal["tool_call"] = "tool_call"
+    step: int
+    call_id: str
+    tool: str
+    arguments: str
+
+
+class ToolResult(_Event):
+    type: Literal["tool_result"] = "tool_result"
+    step: int
+    call_id: str
+    tool: str
+    is_error: bool
+    content: str
+    duration_s: float
+
+
+class ErrorEvent(_Event):
+    type: Literal["error"] = "error"
+    kind: str
+    message: str
+    step: int | None = None
+
+
+class RunFinished(_Event):
+    type: Literal["run_finished"] = "run_finished"
+    run_id: str
+    answer: str | None
+    stop_reason: str
+    steps: int
+    tool_calls: int
+    usage: Usage
+    cost: float
+    duration_s: float
+    error: str | None = None
+
+
+Event = Annotated[
+    RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
+    | ToolResult | ErrorEvent | RunFinished,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

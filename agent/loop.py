@@ -1,0 +1,186 @@
+"""The agent loop: each step chooses a think mode, streams one assistant turn and runs its tool calls.
+
+The loop owns only the step logic; the model client, the tool hub, the conversation and the event sink
+are passed in. It stops on an answer, a claim_done call, or a limit (named by `Stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from tools.hub import ToolHub
+
+from tools.results import ToolOutcome
+
+from .context import Conversation
+from .events import (
+    Event,
+    ModelDelta,
+    ModelRequest,
+    ModelResponse,
+    ModelRetry,
+    ThinkChosen,
+    ToolCallInfo,
+    ToolCallStarted,
+    ToolResult,
+)
+from .limits import Limits
+from .models.client import AssistantTurn, ChatModel, ToolCall, dumps
+from .think import RunState, ThinkPolicy, ToolOutcomeSummary
+from .usage import Usage
+
+Emit = Callable[[Event], None]
+CLAIM_DONE = "claim_done"
+
+
+class Stop(Exception):
+    """Ends the run with a stop reason (and the answer, when there is one)."""
+
+    def __init__(self, reason: str, answer: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.answer = answer
+
+
+@dataclass
+class LoopTotals:
+    steps: int = 0
+    tool_calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        *,
+        model: ChatModel,
+        hub: ToolHub,
+        conversation: Conversation,
+        policy: ThinkPolicy,
+        limits: Limits,
+        emit: Emit,
+    ):
+        self.model = model
+        self.hub = hub
+        self.conversation = conversation
+        self.policy = policy
+        self.limits = limits
+        self.emit = emit
+        self.totals = LoopTotals()
+        # Serialised once: the tool list is part of the byte-stable prompt prefix.
+        self._tools_json = dumps(hub.openai_tools) if hub.openai_tools else None
+        self._state = RunState(step=0, max_steps=limits.max_steps, new_user_message=True)
+
+    async def run(self) -> Stop:
+        """Run steps until a stop; the wall-time limit also interrupts a model call or tool call."""
+        deadline = self.limits.wall_time_s
+        with anyio.move_on_after(deadline if deadline is not None else float("inf")) as scope:
+            try:
+                while True:
+                    await self.step()
+            except Stop as stop:
+                return stop
+        assert scope.cancelled_caught
+        return Stop("wall_time")
+
+    async def step(self) -> None:
+        limits, totals = self.limits, self.totals
+        if totals.steps >= limits.max_steps:
+            raise Stop("max_steps")
+        if limits.max_total_tokens is not None and totals.usage.total_tokens >= limits.max_total_tokens:
+            raise Stop("token_budget")
+        totals.steps += 1
+        step = totals.steps
+        self._state.step = step
+        choice = self.policy.choose(self._state)
+        self.emit(ThinkChosen(step=step, mode=choice.mode.value, reason=choice.reason))
+
+        body = self.model.request_body(self.conversation.wire, tools_json=self._tools_json, mode=choice.mode)
+        self.emit(ModelRequest(step=step, mode=choice.mode.value, messages=len(self.conversation), body_bytes=len(body)))
+
+        def on_delta(kind: str, text: str) -> None:
+            self.emit(ModelDelta(step=step, kind=kind, text=text))
+
+        async def on_retry(attempt: int, error: str, delay: float) -> None:
+            self.emit(ModelRetry(step=step, attempt=attempt, error=error, delay_s=round(delay, 3)))
+
+        turn = await self.model.complete(body, on_delta=on_delta, on_retry=on_retry)
+        cost = self.model.cost(turn.usage)
+        totals.usage = totals.usage + turn.usage
+        totals.cost += cost
+        self.emit(_response_event(step, turn, cost))
+        self.conversation.append(turn.message())
+        self._state.previous_mode = choice.mode
+        self._state.new_user_message = False
+        self._state.reasoning_tokens_used = totals.usage.reasoning_tokens
+
+        if not turn.tool_calls:
+            raise Stop("answer", turn.content)
+        if totals.tool_calls + len(turn.tool_calls) > limits.max_tool_calls:
+            raise Stop("max_tool_calls", turn.content or None)
+        totals.tool_calls += len(turn.tool_calls)
+        outcomes = await self._run_tools(step, turn.tool_calls)
+        self._observe(turn.tool_calls, outcomes)
+        for call, outcome in zip(turn.tool_calls, outcomes, strict=True):
+            if call.name == CLAIM_DONE and not outcome.is_error:
+                raise Stop("claim_done", _claim_summary(call) or turn.content or None)
+
+    async def _run_tools(self, step: int, calls: list[ToolCall]) -> list[ToolOutcome]:
+        """Run the turn's calls concurrently; results keep the order of the calls."""
+        outcomes: list[ToolOutcome | None] = [None] * len(calls)
+
+        async def run_one(index: int, call: ToolCall) -> None:
+            self.emit(ToolCallStarted(step=step, call_id=call.id, tool=call.name, arguments=call.arguments))
+            started = time.perf_counter()
+            outcome = await self.hub.call(call.name, call.arguments)
+            outcomes[index] = outcome
+            self.emit(ToolResult(step=step, call_id=call.id, tool=call.name, is_error=outcome.is_error,
+                                 content=outcome.text, duration_s=round(time.perf_counter() - started, 6)))
+
+        if len(calls) == 1:
+            await run_one(0, calls[0])
+        else:
+            async with anyio.create_task_group() as group:
+                for index, call in enumerate(calls):
+                    group.start_soon(run_one, index, call)
+        return [o for o in outcomes if o is not None]
+
+    def _observe(self, calls: list[ToolCall], outcomes: list[ToolOutcome]) -> None:
+        images: list[dict] = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            self.conversation.append({"role": "tool", "tool_call_id": call.id, "content": outcome.text})
+            if self.model.profile.vision:
+                images += [{"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+                           for mime, data in outcome.images]
+        if images:
+            # Tool messages carry text only; images go in one user message right after them.
+            self.conversation.append({"role": "user", "content": [{"type": "text", "text": "Images returned by the tools above:"}, *images]})
+        summaries = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            info = self.hub.info(call.name)
+            summaries.append(ToolOutcomeSummary(tool=call.name, arguments=call.arguments, is_error=outcome.is_error,
+                                                read_only=bool(info and info.read_only)))
+        self._state.last_tools = summaries
+        self._state.consecutive_errors = self._state.consecutive_errors + 1 if any(o.is_error for o in outcomes) else 0
+
+
+def _response_event(step: int, turn: AssistantTurn, cost: float) -> ModelResponse:
+    return ModelResponse(
+        step=step, model=turn.model, content=turn.content, reasoning=turn.reasoning,
+        tool_calls=[ToolCallInfo(id=c.id, name=c.name, arguments=c.arguments) for c in turn.tool_calls],
+        finish_reason=turn.finish_reason, usage=turn.usage, cost=cost, duration_s=round(turn.duration_s, 6),
+    )
+
+
+def _claim_summary(call: ToolCall) -> str | None:
+    try:
+        args = json.loads(call.arguments or "{}")
+    except ValueError:
+        return None
+    summary = args.get("summary") if isinstance(args, dict) else None
+    return summary if isinstance(summary, str) and summary else None

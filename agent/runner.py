@@ -1,0 +1,236 @@
+"""The SDK entry point: `Agent` wires a model, MCP servers, a think policy and limits into runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+from tools.hub import ToolHub
+
+from tools.config import ServerSpec, parse_servers
+from tools.local import LocalTool, claim_done_tool
+
+from .context import Conversation
+from .errors import AgentError
+from .events import ErrorEvent, Event, RunFinished, RunStarted
+from .limits import Limits
+from .loop import AgentLoop, Stop
+from .models.client import ChatModel
+from .models.config import ModelConfig, parse_model
+from .result import RunResult
+from .task import DEFAULT_MODEL, TaskSpec
+from .think import ThinkMode, ThinkPolicy, as_policy
+from .trace import TraceWriter
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are an autonomous agent. Work step by step: use the tools to inspect and change things rather "
+    "than guessing, check results before relying on them, and keep going until the task is done. "
+    "When you are finished, reply with the final answer and no tool calls."
+)
+
+EventSink = Callable[[Event], None]
+
+
+class Agent:
+    """An agent: a model endpoint plus MCP servers, reusable across runs.
+
+    ```python
+    async with Agent("deepseek:deepseek-v4-pro", servers={"fs": {"command": "npx", "args": [...]}}) as agent:
+        result = await agent.run("List the files")
+    ```
+    Used without `async with`, each `run` connects the servers and closes them again.
+    """
+
+    def __init__(
+        self,
+        model: str | ModelConfig | Mapping[str, Any] = DEFAULT_MODEL,
+        servers: Mapping[str, ServerSpec | Mapping[str, Any]] | None = None,
+        *,
+        think: ThinkPolicy | ThinkMode | str | None = None,
+        limits: Limits | Mapping[str, Any] | None = None,
+        system: str | None = None,
+        claim_done: bool = False,
+        local_tools: Sequence[LocalTool] = (),
+        trace_dir: str | Path | None = "runs",
+        name: str | None = None,
+        http_client: Any | None = None,
+    ):
+        self.model_config = parse_model(dict(model) if isinstance(model, Mapping) else model)
+        self.servers = {n: _with_interpreter(s) for n, s in parse_servers(servers or {}, where="servers").items()}
+        self.policy = as_policy(think)
+        self.limits = limits if isinstance(limits, Limits) else Limits.model_validate(dict(limits or {}))
+        self.system = DEFAULT_SYSTEM_PROMPT if system is None else system
+        self.local_tools = [*local_tools, *([claim_done_tool()] if claim_done else [])]
+        self.trace_dir = Path(trace_dir) if trace_dir is not None else None
+        self.name = name
+        self._http_client = http_client
+        self._stack: AsyncExitStack | None = None
+        self._model: ChatModel | None = None
+        self._hub: ToolHub | None = None
+
+    @classmethod
+    def from_task(cls, task: TaskSpec, **overrides: Any) -> Agent:
+        options: dict[str, Any] = dict(
+            model=task.model, servers=task.all_servers(), think=task.think, limits=task.limits,
+            system=task.system, claim_done=task.claim_done, name=task.name,
+        )
+        options.update(overrides)
+        return cls(**options)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._model = await stack.enter_async_context(ChatModel(self.model_config, http_client=self._http_client))
+            await self._model.resolve_model()
+            self._hub = await stack.enter_async_context(
+                ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools)
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack, self._model, self._hub = self._stack, None, None, None
+        if stack is not None:
+            # No shield here: the hub's task group must exit in the scope it was entered in; the hub
+            # shields its own cleanup.
+            await stack.aclose()
+
+    @property
+    def tools(self) -> list[str]:
+        """Names of the tools offered to the model (inside `async with`)."""
+        return [t.name for t in self._hub.tools] if self._hub else []
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        trace_path: str | Path | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
+        on_event: EventSink | None = None,
+    ) -> RunResult:
+        """Run the agent on `prompt` until it answers or a limit stops it.
+
+        `history` continues an earlier conversation (`RunResult.messages`). Model and tool failures end
+        the run with `stop_reason="error"` and the message in `error`; bad configuration raises.
+        """
+        if self._stack is None:
+            async with self:
+                return await self.run(prompt, trace_path=trace_path, history=history, on_event=on_event)
+        return await self._run(prompt, trace_path, history, [on_event] if on_event else [])
+
+    async def stream(
+        self, prompt: str, *, trace_path: str | Path | None = None, history: Sequence[Mapping[str, Any]] | None = None
+    ) -> AsyncIterator[Event]:
+        """Run the agent and yield its events as they happen (streamed text as `model_delta`)."""
+        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+        result: list[RunResult] = []
+
+        async def produce() -> None:
+            async with send:
+                result.append(await self.run(prompt, trace_path=trace_path, history=history, on_event=send.send_nowait))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            async with receive:
+                async for event in receive:
+                    yield event
+
+    async def _run(
+        self, prompt: str, trace_path: str | Path | None, history: Sequence[Mapping[str, Any]] | None,
+        sinks: list[EventSink],
+    ) -> RunResult:
+        assert self._model is not None and self._hub is not None
+        model, hub = self._model, self._hub
+        run_id = uuid.uuid4().hex[:12]
+        path = Path(trace_path) if trace_path else self._default_trace_path(run_id)
+        trace = TraceWriter(path) if path else None
+
+        def emit(event: Event) -> None:
+            if trace:
+                trace.write(event)
+            for sink in sinks:
+                sink(event)
+
+        with_tools = bool(hub.openai_tools)
+        conversation = Conversation(lambda m: model.render(m, with_tools=with_tools))
+        if history:
+            for message in history:
+                conversation.append(dict(message))
+        else:
+            if self.system:
+                conversation.append({"role": "system", "content": self.system})
+        conversation.append({"role": "user", "content": prompt})
+
+        started = time.perf_counter()
+        emit(RunStarted(
+            run_id=run_id, prompt=prompt, model=model.label, profile=model.profile.name,
+            think=_policy_label(self.policy), servers=hub.servers, tools=[t.name for t in hub.tools],
+            limits=self.limits.model_dump(), task=self.name,
+        ))
+        loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=self.policy, limits=self.limits,
+                         emit=emit)
+        stop, error = Stop("error"), None
+        try:
+            stop = await loop.run()
+        except AgentError as exc:
+            error = str(exc)
+            emit(ErrorEvent(kind=type(exc).__name__, message=error, step=loop.totals.steps))
+        except BaseException:  # cancellation, Ctrl-C: the trace still ends with run_finished
+            self._finish(emit, run_id, loop, Stop("cancelled"), "cancelled", started)
+            if trace:
+                trace.close()
+            raise
+        finished = self._finish(emit, run_id, loop, stop, error, started)
+        if trace:
+            trace.close()
+        return RunResult(
+            run_id=run_id, answer=finished.answer, stop_reason=finished.stop_reason, steps=finished.steps,
+            tool_calls=finished.tool_calls, usage=finished.usage, cost=finished.cost,
+            duration_s=finished.duration_s, error=error, trace_path=path, messages=conversation.messages,
+        )
+
+    @staticmethod
+    def _finish(emit: EventSink, run_id: str, loop: AgentLoop, stop: Stop, error: str | None,
+                started: float) -> RunFinished:
+        totals = loop.totals
+        event = RunFinished(
+            run_id=run_id, answer=stop.answer, stop_reason=stop.reason, steps=totals.steps,
+            tool_calls=totals.tool_calls, usage=totals.usage, cost=round(totals.cost, 8),
+            duration_s=round(time.perf_counter() - started, 3), error=error,
+        )
+        emit(event)
+        return event
+
+    def _default_trace_path(self, run_id: str) -> Path | None:
+        if self.trace_dir is None:
+            return None
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.trace_dir / f"{stamp}-{self.name or 'run'}-{run_id}.jsonl"
+
+
+def _policy_label(policy: ThinkPolicy) -> str:
+    mode = getattr(policy, "mode", None)
+    return mode.value if isinstance(mode, ThinkMode) else type(policy).__name__
+
+
+def _with_interpreter(spec: ServerSpec) -> ServerSpec:
+    """`python`/`python3` as a server command means the interpreter running the agent (venvs included)."""
+    if spec.command in ("python", "python3"):
+        return spec.model_copy(update={"command": sys.executable})
+    return spec

@@ -1,0 +1,114 @@
+"""Task files: a YAML document mapped 1:1 onto `TaskSpec`, with errors that name file, field and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tools.config import ServerSpec, load_mcp_config, parse_servers
+
+from .errors import ConfigError
+from .limits import Limits
+from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
+
+DEFAULT_MODEL = "deepseek:deepseek-flash"
+
+
+class TaskSpec(BaseModel):
+    """One task: what to ask, which model, which MCP servers, and the limits of the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="Short name, used in trace file names")
+    prompt: str = Field(description="The user's request")
+    system: str | None = Field(None, description="System prompt; default: the framework's")
+    model: ModelConfig = Field(default_factory=lambda: parse_model(DEFAULT_MODEL), description=MODEL_SYNTAX)
+    think: Literal["none", "high", "max"] = Field("high", description="Think mode for every step")
+    servers: dict[str, ServerSpec] = Field(default_factory=dict, description="MCP servers, as mcpServers entries")
+    mcp_config: Path | None = Field(None, description="A Claude Desktop / .mcp.json / VS Code file with more servers")
+    limits: Limits = Field(default_factory=Limits)
+    workdir: Path | None = Field(None, description="Working directory of stdio servers that set no cwd")
+    claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
+    demo: Path | None = Field(
+        None, description="Scripted model turns (YAML) used offline when no API key or model server is available"
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value: Any) -> ModelConfig:
+        return parse_model(value)
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _servers(cls, value: Any) -> dict[str, ServerSpec]:
+        return parse_servers(value or {}, where="servers")
+
+    def all_servers(self) -> dict[str, ServerSpec]:
+        """Servers from `servers` plus those of `mcp_config` (entries in `servers` win)."""
+        servers = dict(load_mcp_config(self.mcp_config)) if self.mcp_config else {}
+        servers.update(self.servers)
+        return servers
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Read a task file; relative paths inside it are resolved against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such task file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with at least a 'prompt' field, got {type(data).__name__}")
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc, TaskSpec)}") from None
+    return _resolve_paths(spec, path.parent.resolve())
+
+
+def _resolve_paths(spec: TaskSpec, base: Path) -> TaskSpec:
+    updates: dict[str, Any] = {}
+    for name in ("mcp_config", "workdir", "demo"):
+        value = getattr(spec, name)
+        if value is not None and not value.is_absolute():
+            updates[name] = base / value
+    workdir = updates.get("workdir", spec.workdir) or base
+    servers = {}
+    for name, server in spec.servers.items():
+        if server.command is not None:
+            cwd = Path(server.cwd) if server.cwd else workdir
+            server = server.model_copy(update={"cwd": str(cwd if cwd.is_absolute() else base / cwd)})
+        servers[name] = server
+    updates["servers"] = servers
+    return spec.model_copy(update=updates)
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem: `field 'a.b': what was wrong (expected ...)`."""
+    lines = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        given = error.get("input")
+        if error["type"] == "extra_forbidden":
+            known = f" (known fields: {', '.join(model.model_fields)})" if model and "." not in loc else ""
+            lines.append(f"field '{loc}': unknown field{known}")
+        elif error["type"] == "missing":
+            lines.append(f"field '{loc}': required but missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"field '{loc}': {message}; got {given!r}")
+    return "; ".join(lines)
