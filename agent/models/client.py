@@ -224,7 +224,7 @@ class ChatModel:
 
     async def _stream(self, body: bytes, on_delta: DeltaFn | None) -> AssistantTurn:
         stream = await self._client.post(
-            "/chat/completions", cast_to=object, body=body, stream=True, stream_cls=AsyncStream[object]
+            "/chat/completions", cast_to=object, content=body, stream=True, stream_cls=AsyncStream[object]
         )
         reasoning: list[str] = []
         content: list[str] = []
@@ -281,7 +281,7 @@ class ChatModel:
         )
 
     async def _once(self, body: bytes) -> AssistantTurn:
-        data = await self._client.post("/chat/completions", cast_to=object, body=body)
+        data = await self._client.post("/chat/completions", cast_to=object, content=body)
         if not isinstance(data, dict) or not data.get("choices"):
             raise StreamCut(f"the response carried no choices: {str(data)[:200]}")
         choice = data["choices"][0]

@@ -1,0 +1,71 @@
+"""Ctrl-C and cancellation during a tool call leave no processes behind and a readable trace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+from agent import Agent, result_from_trace
+from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
+from tests.conftest import DEMO_SERVER, child_pids
+from tests.test_cli_run import AGENT, write_task
+
+SLOW = [ScriptedTurn(tool_calls=[ScriptedToolCall("demo__slow", {"seconds": 60})]), ScriptedTurn(content="never")]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def descendants(pid: int) -> set[int]:
+    found = set()
+    frontier = {pid}
+    while frontier:
+        children = set().union(*(child_pids(p) for p in frontier))
+        found |= children
+        frontier = children
+    return found
+
+
+def test_ctrl_c_during_a_tool_call_stops_the_run_and_leaves_no_child_processes(tmp_path):
+    with ScriptedModelServer(SLOW) as model:
+        task = write_task(tmp_path, model.model_string)
+        trace = tmp_path / "trace.jsonl"
+        env = {k: v for k, v in os.environ.items() if k != "DEEPSEEK_API_KEY"}
+        proc = subprocess.Popen([str(AGENT), "run", str(task), "--trace", str(trace)], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "tool_call" not in (trace.read_text() if trace.exists() else ""):
+            time.sleep(0.1)
+        spawned = descendants(proc.pid)
+        assert spawned, "the MCP server should be running"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    time.sleep(0.5)
+    assert not [pid for pid in spawned if alive(pid)]
+    assert result_from_trace(trace).stop_reason == "cancelled"
+
+
+async def test_cancelling_a_run_mid_tool_call_closes_the_servers(tmp_path):
+    before = child_pids()
+    with ScriptedModelServer(SLOW) as server:
+        with anyio.move_on_after(3) as scope:
+            await Agent(server.model_string, {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]}},
+                        trace_dir=tmp_path).run("go")
+    assert scope.cancelled_caught
+    await anyio.sleep(0.3)
+    assert not [pid for pid in child_pids() - before if alive(pid)]
+    traces = list(tmp_path.glob("*.jsonl"))
+    assert result_from_trace(traces[0]).stop_reason == "cancelled"
