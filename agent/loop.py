@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
-from tools.hub import ToolHub
 
+from tools.hub import ToolHub
 from tools.results import ToolOutcome
 
 from .context import Conversation

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from tools.hub import ToolHub
 
 from tools.config import ServerSpec, parse_servers
+from tools.hub import ToolHub
 from tools.local import LocalTool, claim_done_tool
 
 from .context import Conversation

@@ -133,3 +133,11 @@ def test_help_documents_the_commands_and_model_syntax(tmp_path):
     assert top.returncode == 0 and "run" in top.stdout and "PROFILE:BASE_URL#MODEL" in top.stdout
     for option in ("--model", "--think", "--trace", "--max-steps", "--demo", "--json"):
         assert option in run.stdout
+
+
+def test_the_sdk_example_runs_as_written(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k != "DEEPSEEK_API_KEY"}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "sdk_quickstart.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=90, env=environment)
+    assert proc.returncode == 0, proc.stderr
+    assert "SCRIPTED DEMO" in proc.stdout and "South" in proc.stdout and "[answer: 3 steps" in proc.stdout

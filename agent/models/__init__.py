@@ -1,8 +1,29 @@
 """Model clients over the OpenAI wire protocol, with provider profiles (deepseek, vllm, openai-compatible)."""
 
-from .client import AssistantTurn, ChatModel, ToolCall
-from .config import MODEL_SYNTAX, ModelConfig, parse_model
-from .profiles import PROFILES, Price, Profile
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use so that parsing a model string does not import the openai package.
+_EXPORTS = {
+    "AssistantTurn": ".client", "ChatModel": ".client", "ToolCall": ".client",
+    "MODEL_SYNTAX": ".config", "ModelConfig": ".config", "parse_model": ".config",
+    "PROFILES": ".profiles", "Price": ".profiles", "Profile": ".profiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .client import AssistantTurn, ChatModel, ToolCall
+    from .config import MODEL_SYNTAX, ModelConfig, parse_model
+    from .profiles import PROFILES, Price, Profile
 
 __all__ = [
     "MODEL_SYNTAX",

@@ -1,0 +1,192 @@
+"""MCP server specs: the `mcpServers` entry shape, validation, and reading host config files.
+
+Reads Claude Desktop / Claude Code (`.mcp.json`, key `mcpServers`) and VS Code (`mcp.json`, key `servers`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from agent.errors import ConfigError
+
+Transport = Literal["stdio", "http", "sse"]
+
+SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ServerSpec(BaseModel, extra="forbid"):
+    """One MCP server: a Claude Desktop `mcpServers` entry plus this framework's options."""
+
+    command: str | None = None
+    """Executable that starts a stdio server (looked up on PATH)."""
+    args: list[str] = Field(default_factory=list)
+    """Arguments for `command`."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables for the stdio child; they override inherited ones."""
+    cwd: str | None = None
+    """Working directory of the stdio child (default: this process's)."""
+    url: str | None = None
+    """Endpoint of a remote server (streamable HTTP, or SSE when the path ends with /sse)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """HTTP headers sent to a remote server (e.g. Authorization)."""
+    type: Transport | None = None
+    """Transport; inferred when absent: command -> stdio, url -> sse if the path ends with /sse else http."""
+    required: bool = True
+    """A required server that fails to start stops the run; an optional one is reported and skipped."""
+    allow: list[str] | None = None
+    """Tool names (fnmatch globs) to offer to the model; None offers all."""
+    deny: list[str] = Field(default_factory=list)
+    """Tool names (fnmatch globs) never offered; applied after `allow`."""
+    startup_timeout: float = Field(default=60.0, gt=0)
+    """Seconds allowed to connect and list tools."""
+    tool_timeout: float | None = Field(default=None, gt=0)
+    """Seconds allowed per tool call; None uses the hub's default."""
+    inherit_env: bool = True
+    """Pass this process's environment to a stdio child (the SDK alone passes only HOME, PATH, ...)."""
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> ServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(
+                "give exactly one of 'command' (a stdio server) or 'url' (a remote server)"
+                + (", not both" if self.command is not None else "")
+            )
+        if self.command is not None and self.type not in (None, "stdio"):
+            raise ValueError(f"type {self.type!r} needs 'url', but 'command' was given")
+        if self.url is not None:
+            if self.type == "stdio":
+                raise ValueError("type 'stdio' needs 'command', but 'url' was given")
+            if urlsplit(self.url).scheme not in ("http", "https"):
+                raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if self.command is not None and not self.command.strip():
+            raise ValueError("'command' is empty")
+        return self
+
+    @property
+    def transport(self) -> Transport:
+        """The effective transport."""
+        if self.type is not None:
+            return self.type
+        if self.command is not None:
+            return "stdio"
+        path = urlsplit(self.url or "").path.rstrip("/")
+        return "sse" if path.endswith("/sse") else "http"
+
+    @property
+    def target(self) -> str:
+        """The command line or URL, for messages."""
+        if self.command is not None:
+            return " ".join([self.command, *self.args])
+        return self.url or ""
+
+
+def _describe_errors(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_servers(data: Mapping[str, Any], *, where: str) -> dict[str, ServerSpec]:
+    """Validate a mapping of server name -> entry; errors name `where`, the server and the field."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{where}: expected a mapping of server name to server entry, got {type(data).__name__}"
+        )
+    servers: dict[str, ServerSpec] = {}
+    for name, entry in data.items():
+        if not isinstance(name, str) or not SERVER_NAME_RE.match(name):
+            raise ConfigError(
+                f"{where}: server name {name!r} is invalid: use letters, digits, '_' and '-' only"
+            )
+        if isinstance(entry, ServerSpec):
+            servers[name] = entry
+            continue
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: server {name!r}: expected an object, got {type(entry).__name__}")
+        try:
+            servers[name] = ServerSpec.model_validate(entry)
+        except ValidationError as e:
+            raise ConfigError(f"{where}: server {name!r}: {_describe_errors(e)}") from None
+    return servers
+
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(text: str, *, where: str, environ: Mapping[str, str] | None = None) -> str:
+    """Expand `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
+    env = os.environ if environ is None else environ
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    f"{where}: environment variable {name} is not set (use ${{{name}:-default}})"
+                )
+            return default
+        return value
+
+    return _VAR_RE.sub(replace, text)
+
+
+def _expand_entry(entry: Any, *, where: str) -> Any:
+    if not isinstance(entry, Mapping):
+        return entry
+    out = dict(entry)
+    for key in ("command", "url"):
+        if isinstance(out.get(key), str):
+            out[key] = expand_vars(out[key], where=f"{where}.{key}")
+    if isinstance(out.get("args"), list):
+        out["args"] = [
+            expand_vars(a, where=f"{where}.args[{i}]") if isinstance(a, str) else a
+            for i, a in enumerate(out["args"])
+        ]
+    for key in ("env", "headers"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = {
+                k: expand_vars(v, where=f"{where}.{key}.{k}") if isinstance(v, str) else v
+                for k, v in out[key].items()
+            }
+    return out
+
+
+def load_mcp_config(path: str | os.PathLike[str]) -> dict[str, ServerSpec]:
+    """Read a Claude Desktop / `.mcp.json` (`mcpServers`) or VS Code (`servers`) file, expanding ${VAR}."""
+    where = str(path)
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read MCP config: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object with 'mcpServers' or 'servers'")
+    if "mcpServers" in data:
+        key = "mcpServers"
+    elif "servers" in data:
+        key = "servers"
+    else:
+        raise ConfigError(f"{where}: no 'mcpServers' (Claude Desktop, .mcp.json) or 'servers' (VS Code) key")
+    section = data[key]
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: '{key}' must be an object of server name to server entry")
+    # VS Code entries may carry keys we do not model (envFile, dev); reject them loudly rather than ignore.
+    expanded = {name: _expand_entry(entry, where=f"{where}: {key}.{name}") for name, entry in section.items()}
+    return parse_servers(expanded, where=where)
