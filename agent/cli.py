@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("task", type=Path, help="task file (YAML)")
     run.add_argument("--model", default=os.environ.get("AGENT_MODEL"),
                      help="override the task's model (default: $AGENT_MODEL or the task's)")
-    run.add_argument("--think", choices=["none", "high", "max"], help="override the task's think mode")
+    run.add_argument("--think", choices=["auto", "none", "high", "max"],
+                     help="override the task's think policy (auto chooses per step)")
     run.add_argument("--trace", type=Path, help="trace file (default: runs/<time>-<task>-<id>.jsonl)")
     run.add_argument("--max-steps", type=int, help="override limits.max_steps")
     run.add_argument("--demo", action="store_true",

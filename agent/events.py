@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from .usage import Usage
+from .usage import ModeStats, Usage
 
 
 class _Event(BaseModel):
@@ -114,6 +114,7 @@ class RunFinished(_Event):
     cost: float
     duration_s: float
     error: str | None = None
+    think: dict[str, ModeStats] = {}
 
 
 Event = Annotated[

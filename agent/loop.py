@@ -30,8 +30,8 @@ from .events import (
 )
 from .limits import Limits
 from .models.client import AssistantTurn, ChatModel, ToolCall, dumps
-from .think import RunState, ThinkPolicy, ToolOutcomeSummary
-from .usage import Usage
+from .think import RunState, ThinkPolicy, ToolOutcomeSummary, call_key
+from .usage import ModeStats, Usage
 
 Emit = Callable[[Event], None]
 CLAIM_DONE = "claim_done"
@@ -52,6 +52,7 @@ class LoopTotals:
     tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: float = 0.0
+    think: dict[str, ModeStats] = field(default_factory=dict)
 
 
 class AgentLoop:
@@ -74,7 +75,8 @@ class AgentLoop:
         self.totals = LoopTotals()
         # Serialised once: the tool list is part of the byte-stable prompt prefix.
         self._tools_json = dumps(hub.openai_tools) if hub.openai_tools else None
-        self._state = RunState(step=0, max_steps=limits.max_steps, new_user_message=True)
+        self._state = RunState(step=0, max_steps=limits.max_steps, new_user_message=True,
+                               max_invalidates_cache=model.profile.max_invalidates_cache)
 
     async def run(self) -> Stop:
         """Run steps until a stop; the wall-time limit also interrupts a model call or tool call."""
@@ -113,6 +115,11 @@ class AgentLoop:
         cost = self.model.cost(turn.usage)
         totals.usage = totals.usage + turn.usage
         totals.cost += cost
+        stats = totals.think.setdefault(choice.mode.value, ModeStats())
+        stats.steps += 1
+        stats.reasoning_tokens += turn.usage.reasoning_tokens
+        stats.completion_tokens += turn.usage.completion_tokens
+        stats.seconds += turn.duration_s
         self.emit(_response_event(step, turn, cost))
         self.conversation.append(turn.message())
         self._state.previous_mode = choice.mode
@@ -161,10 +168,13 @@ class AgentLoop:
             # Tool messages carry text only; images go in one user message right after them.
             self.conversation.append({"role": "user", "content": [{"type": "text", "text": "Images returned by the tools above:"}, *images]})
         summaries = []
+        counts = self._state.call_counts
         for call, outcome in zip(calls, outcomes, strict=True):
             info = self.hub.info(call.name)
             summaries.append(ToolOutcomeSummary(tool=call.name, arguments=call.arguments, is_error=outcome.is_error,
                                                 read_only=bool(info and info.read_only)))
+            key = call_key(call.name, call.arguments)
+            counts[key] = counts.get(key, 0) + 1
         self._state.last_tools = summaries
         self._state.consecutive_errors = self._state.consecutive_errors + 1 if any(o.is_error for o in outcomes) else 0
 

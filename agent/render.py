@@ -18,7 +18,7 @@ from .events import (
     ToolCallStarted,
     ToolResult,
 )
-from .usage import Usage
+from .usage import ModeStats, Usage
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -30,6 +30,11 @@ def usage_line(usage: Usage, cost: float) -> str:
     cached = f" ({usage.cache_hit_tokens / usage.prompt_tokens:.0%} cached)" if usage.prompt_tokens else ""
     return (f"{usage.prompt_tokens:,} prompt tokens{cached}, {usage.completion_tokens:,} completion "
             f"({usage.reasoning_tokens:,} reasoning), ${cost:.6f}")
+
+
+def think_line(stats: dict[str, ModeStats]) -> str:
+    return " · ".join(f"{mode} {s.steps} steps ({s.reasoning_tokens:,} reasoning tokens, {s.seconds:.1f}s)"
+                      for mode, s in sorted(stats.items()))
 
 
 class ConsoleRenderer:
@@ -90,6 +95,8 @@ class ConsoleRenderer:
             self._line(f"{head} {event.stop_reason} · {event.steps} steps, {event.tool_calls} tool calls, "
                        f"{event.duration_s:.1f}s")
             self._line(self._style(f"  {usage_line(event.usage, event.cost)}", "2"))
+            if event.think:
+                self._line(self._style(f"  think: {think_line(event.think)}", "2"))
 
 
 def _compact(arguments: str) -> str:

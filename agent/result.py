@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .usage import Usage
+from .usage import ModeStats, Usage
 
 STOP_REASONS = ("answer", "claim_done", "max_steps", "max_tool_calls", "wall_time", "token_budget", "error",
                 "cancelled", "incomplete")
@@ -30,6 +30,7 @@ class RunResult(BaseModel):
     cost: float = 0.0
     duration_s: float = 0.0
     error: str | None = None
+    think: dict[str, ModeStats] = Field(default_factory=dict, description="Steps, reasoning tokens and time per think mode")
     trace_path: Path | None = None
     messages: list[dict[str, Any]] = Field(default_factory=list, description="The conversation, canonical form")
 

@@ -27,7 +27,7 @@ from .models.client import ChatModel
 from .models.config import ModelConfig, parse_model
 from .result import RunResult
 from .task import DEFAULT_MODEL, TaskSpec
-from .think import ThinkMode, ThinkPolicy, as_policy
+from .think import ThinkMode, ThinkPolicy, policy_label, think_policy
 from .trace import TraceWriter
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -54,7 +54,7 @@ class Agent:
         model: str | ModelConfig | Mapping[str, Any] = DEFAULT_MODEL,
         servers: Mapping[str, ServerSpec | Mapping[str, Any]] | None = None,
         *,
-        think: ThinkPolicy | ThinkMode | str | None = None,
+        think: ThinkPolicy | ThinkMode | str | Mapping[str, Any] | Callable[..., Any] | None = None,
         limits: Limits | Mapping[str, Any] | None = None,
         system: str | None = None,
         claim_done: bool = False,
@@ -65,7 +65,7 @@ class Agent:
     ):
         self.model_config = parse_model(dict(model) if isinstance(model, Mapping) else model)
         self.servers = {n: _with_interpreter(s) for n, s in parse_servers(servers or {}, where="servers").items()}
-        self.policy = as_policy(think)
+        self.policy = think_policy(think)
         self.limits = limits if isinstance(limits, Limits) else Limits.model_validate(dict(limits or {}))
         self.system = DEFAULT_SYSTEM_PROMPT if system is None else system
         self.local_tools = [*local_tools, *([claim_done_tool()] if claim_done else [])]
@@ -180,7 +180,7 @@ class Agent:
         started = time.perf_counter()
         emit(RunStarted(
             run_id=run_id, prompt=prompt, model=model.label, profile=model.profile.name,
-            think=_policy_label(self.policy), servers=hub.servers, tools=[t.name for t in hub.tools],
+            think=policy_label(self.policy), servers=hub.servers, tools=[t.name for t in hub.tools],
             limits=self.limits.model_dump(), task=self.name,
         ))
         loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=self.policy, limits=self.limits,
@@ -202,7 +202,8 @@ class Agent:
         return RunResult(
             run_id=run_id, answer=finished.answer, stop_reason=finished.stop_reason, steps=finished.steps,
             tool_calls=finished.tool_calls, usage=finished.usage, cost=finished.cost,
-            duration_s=finished.duration_s, error=error, trace_path=path, messages=conversation.messages,
+            duration_s=finished.duration_s, error=error, think=finished.think, trace_path=path,
+            messages=conversation.messages,
         )
 
     @staticmethod
@@ -212,7 +213,7 @@ class Agent:
         event = RunFinished(
             run_id=run_id, answer=stop.answer, stop_reason=stop.reason, steps=totals.steps,
             tool_calls=totals.tool_calls, usage=totals.usage, cost=round(totals.cost, 8),
-            duration_s=round(time.perf_counter() - started, 3), error=error,
+            duration_s=round(time.perf_counter() - started, 3), error=error, think=totals.think,
         )
         emit(event)
         return event
@@ -222,11 +223,6 @@ class Agent:
             return None
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return self.trace_dir / f"{stamp}-{self.name or 'run'}-{run_id}.jsonl"
-
-
-def _policy_label(policy: ThinkPolicy) -> str:
-    mode = getattr(policy, "mode", None)
-    return mode.value if isinstance(mode, ThinkMode) else type(policy).__name__
 
 
 def _with_interpreter(spec: ServerSpec) -> ServerSpec:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -13,6 +13,7 @@ from tools.config import ServerSpec, load_mcp_config, parse_servers
 from .errors import ConfigError
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
+from .think import think_policy
 
 DEFAULT_MODEL = "deepseek:deepseek-flash"
 
@@ -26,7 +27,9 @@ class TaskSpec(BaseModel):
     prompt: str = Field(description="The user's request")
     system: str | None = Field(None, description="System prompt; default: the framework's")
     model: ModelConfig = Field(default_factory=lambda: parse_model(DEFAULT_MODEL), description=MODEL_SYNTAX)
-    think: Literal["none", "high", "max"] = Field("high", description="Think mode for every step")
+    think: str | dict[str, Any] = Field(
+        "auto", description="auto, none, high, max, or {policy: auto, ...options} (see agent.think.AutoThink)"
+    )
     servers: dict[str, ServerSpec] = Field(default_factory=dict, description="MCP servers, as mcpServers entries")
     mcp_config: Path | None = Field(None, description="A Claude Desktop / .mcp.json / VS Code file with more servers")
     limits: Limits = Field(default_factory=Limits)
@@ -40,6 +43,12 @@ class TaskSpec(BaseModel):
     @classmethod
     def _model(cls, value: Any) -> ModelConfig:
         return parse_model(value)
+
+    @field_validator("think")
+    @classmethod
+    def _think(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        think_policy(value)  # validated here so errors name the task file
+        return value
 
     @field_validator("servers", mode="before")
     @classmethod

@@ -25,3 +25,12 @@ class Usage(BaseModel):
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+
+
+class ModeStats(BaseModel):
+    """What the steps run in one think mode cost."""
+
+    steps: int = 0
+    reasoning_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0

@@ -69,6 +69,8 @@ class Profile:
     prices: dict[str, Price] = field(default_factory=dict)
     peak_hours: bool = False
     think_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_invalidates_cache: bool = False
+    """Entering max changes the prompt's first tokens (self-hosted V4 puts the effort text at token 0)."""
 
     def think_params(self, mode: ThinkMode) -> dict[str, Any]:
         """Top-level request fields that select `mode`; user overrides win over the family's default."""
@@ -146,6 +148,7 @@ VLLM = VLLMProfile(
     reasoning_read_keys=("reasoning", "reasoning_content"),
     reasoning_echo_key="reasoning",  # the V4 encoder reads prior CoT from `reasoning`
     echo_reasoning="with_tools",
+    max_invalidates_cache=True,
 )
 OPENAI_COMPATIBLE = Profile(
     name="openai-compatible",

@@ -86,6 +86,12 @@ def structured() -> Weather:
 
 
 @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+def page(offset: int = 0, limit: int = 10) -> str:
+    """Return lines offset..offset+limit of a long generated document."""
+    return "\n".join(f"line {i}" for i in range(offset, offset + limit))
+
+
+@mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
 def getenv(name: str) -> str:
     """Return an environment variable of the server process, or '<unset>'."""
     return os.environ.get(name, "<unset>")
