@@ -222,6 +222,8 @@ def think_policy(value: ThinkPolicy | ThinkMode | str | Mapping[str, Any] | Call
     if isinstance(value, str):
         if value.strip().lower() == "auto":
             return AutoThink()
+        if value.strip().lower() not in ThinkMode.__members__:
+            raise ConfigError(f"{where}: expected auto, none, high or max; got {value!r}")
         return FixedThink(ThinkMode.parse(value, where=where))
     if isinstance(value, Mapping):
         options = dict(value)

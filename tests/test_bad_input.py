@@ -65,7 +65,7 @@ def test_cli_reports_bad_task_with_exit_code_two_and_no_traceback(tmp_path):
     path.write_text("prompt: hi\nthink: deep\n")
     proc = run_cli("run", str(path), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "field 'think'" in proc.stderr and "'none', 'high' or 'max'" in proc.stderr
+    assert "task.yaml: think: expected auto, none, high or max; got 'deep'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -128,5 +128,5 @@ def test_think_settings_are_validated_with_the_field_named():
     assert think_policy({"policy": "fixed", "mode": "none"}).choose(RunState(step=1, max_steps=3)).mode is ThinkMode.none
     with pytest.raises(ConfigError, match="think.errors_to_max"):
         think_policy({"policy": "auto", "errors_to_max": 0})
-    with pytest.raises(ConfigError, match="think: expected one of none, high, max; got 'deep'"):
+    with pytest.raises(ConfigError, match="think: expected auto, none, high or max; got 'deep'"):
         think_policy("deep")
