@@ -61,6 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Read a JSONL trace back into a run result and print it as JSON.")
     trace.add_argument("path", type=Path)
 
+    server = sub.add_parser(
+        "server", help="run one of our MCP servers (shell, files, web) over stdio or --http HOST:PORT",
+        description="Run one of our MCP servers alone, for any MCP host. The options after the name are the "
+        "server's own: `agent server files --help`.", add_help=False,
+    )
+    server.add_argument("name", choices=["shell", "files", "web"])
+    server.add_argument("server_args", nargs=argparse.REMAINDER)
+
+    vllm = sub.add_parser(
+        "vllm", help="start a vLLM server configured for DeepSeek V4 (`agent vllm serve --help`)", add_help=False,
+        description="vLLM helpers. `agent vllm serve MODEL [--gpus ...] [--dry-run]` builds the right `vllm serve` "
+        "command for DeepSeek V4-Flash/V4-Pro/V3.2, starts it and prints the model string to use.",
+    )
+    vllm.add_argument("action", choices=["serve"])
+    vllm.add_argument("vllm_args", nargs=argparse.REMAINDER)
+
+    pack = sub.add_parser(
+        "pack", help="show how a repository packs into the context",
+        description="Pack one or more repositories as a run would (gitignore-aware, binaries and vendored files "
+        "skipped) and print the token count by folder and what would be left out.",
+    )
+    pack.add_argument("paths", nargs="+", type=Path)
+    pack.add_argument("--budget", type=int, default=400_000, help="token budget for the snapshot")
+    pack.add_argument("--max-file-tokens", type=int, default=60_000, help="files above this become outlines")
+    pack.add_argument("--include", action="append", default=[], help="gitignore-style glob (repeatable)")
+    pack.add_argument("--exclude", action="append", default=[], help="gitignore-style glob (repeatable)")
+    pack.add_argument("--depth", type=int, default=1, help="folder depth of the token breakdown")
+    pack.add_argument("--out", type=Path, help="also write the snapshot text to this file")
+
     scripted = sub.add_parser(
         "scripted-server", help="serve a scripted OpenAI-compatible model (tests and demos)",
         description="Serve scripted assistant turns over the OpenAI chat-completions protocol on 127.0.0.1.",
@@ -80,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "trace":
             print(result_from_trace(args.path).model_dump_json(indent=2, exclude={"messages"}))
             return EXIT_OK
+        if args.command == "server":
+            import importlib
+
+            return importlib.import_module(f"servers.{args.name}").main(args.server_args)
+        if args.command == "vllm":
+            from runtime.vllm import main as vllm_main
+
+            return vllm_main(args.vllm_args)
+        if args.command == "pack":
+            return _pack(args)
         if args.command == "scripted-server":
             from .testing import main as serve
 
@@ -94,6 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         print("agent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_BAD_INPUT
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from .repo import RepoSpec, pack_repos
+
+    specs = [RepoSpec(path=p, include=args.include, exclude=args.exclude) for p in args.paths]
+    pack = pack_repos(specs, budget_tokens=args.budget, max_file_tokens=args.max_file_tokens)
+    full = sum(f.status == "full" for f in pack.files)
+    print(f"snapshot: {pack.tokens:,} tokens (budget {args.budget:,}), {len(pack.files)} text files, {full} in full")
+    print("tokens by folder (before fallback):")
+    for folder, tokens in pack.tokens_by_folder(args.depth).items():
+        print(f"  {tokens:>12,}  {folder}")
+    if pack.left_out:
+        print(f"left out of the snapshot ({len(pack.left_out)}; the model can read them with the file tools):")
+        for f in pack.left_out:
+            print(f"  {f.status:>8}  {f.label} ({f.tokens:,} tokens)")
+    if args.out:
+        args.out.write_text(pack.text, encoding="utf-8")
+        print(f"written to {args.out}")
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

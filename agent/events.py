@@ -40,6 +40,8 @@ class ModelRequest(_Event):
     mode: str
     messages: int
     body_bytes: int
+    context_tokens: int = 0
+    window_tokens: int = 0
 
 
 class ModelDelta(_Event):
@@ -94,6 +96,19 @@ class ToolResult(_Event):
     is_error: bool
     content: str
     duration_s: float
+    saved_output: str | None = None
+
+
+class ContextCompacted(_Event):
+    """The middle of the conversation was summarised (rare, explicit: the prefix cache is lost once)."""
+
+    type: Literal["context_compacted"] = "context_compacted"
+    step: int
+    reason: str
+    removed_messages: int
+    tokens_before: int
+    tokens_after: int
+    summary: str
 
 
 class ErrorEvent(_Event):
@@ -119,7 +134,7 @@ class RunFinished(_Event):
 
 Event = Annotated[
     RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
-    | ToolResult | ErrorEvent | RunFinished,
+    | ToolResult | ContextCompacted | ErrorEvent | RunFinished,
     Field(discriminator="type"),
 ]
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 
 from tools.hub import ToolHub
 from tools.results import ToolOutcome
 
-from .context import Conversation
+from .context import SUMMARY_SYSTEM, ContextKeeper, Conversation, is_context_error, transcript
+from .errors import BadRequestError
 from .events import (
+    ContextCompacted,
     Event,
     ModelDelta,
     ModelRequest,
@@ -30,7 +32,7 @@ from .events import (
 )
 from .limits import Limits
 from .models.client import AssistantTurn, ChatModel, ToolCall, dumps
-from .think import RunState, ThinkPolicy, ToolOutcomeSummary, call_key
+from .think import RunState, ThinkMode, ThinkPolicy, ToolOutcomeSummary, call_key
 from .usage import ModeStats, Usage
 
 Emit = Callable[[Event], None]
@@ -65,8 +67,10 @@ class AgentLoop:
         policy: ThinkPolicy,
         limits: Limits,
         emit: Emit,
+        context: ContextKeeper,
     ):
         self.model = model
+        self.context = context
         self.hub = hub
         self.conversation = conversation
         self.policy = policy
@@ -102,19 +106,17 @@ class AgentLoop:
         choice = self.policy.choose(self._state)
         self.emit(ThinkChosen(step=step, mode=choice.mode.value, reason=choice.reason))
 
-        body = self.model.request_body(self.conversation.wire, tools_json=self._tools_json, mode=choice.mode)
-        self.emit(ModelRequest(step=step, mode=choice.mode.value, messages=len(self.conversation), body_bytes=len(body)))
-
-        def on_delta(kind: str, text: str) -> None:
-            self.emit(ModelDelta(step=step, kind=kind, text=text))
-
-        async def on_retry(attempt: int, error: str, delay: float) -> None:
-            self.emit(ModelRetry(step=step, attempt=attempt, error=error, delay_s=round(delay, 3)))
-
-        turn = await self.model.complete(body, on_delta=on_delta, on_retry=on_retry)
-        cost = self.model.cost(turn.usage)
-        totals.usage = totals.usage + turn.usage
-        totals.cost += cost
+        if self.context.needs_compaction(self.conversation):
+            await self._compact(step, "the conversation passed the compaction threshold")
+        try:
+            turn = await self._request(step, choice.mode)
+        except BadRequestError as exc:
+            # The endpoint says the prompt does not fit: compact once and retry instead of failing the run.
+            if not is_context_error(str(exc)) or not await self._compact(step, "the endpoint refused the "
+                                                                                "prompt as too long"):
+                raise
+            turn = await self._request(step, choice.mode)
+        cost = self._account(turn)
         stats = totals.think.setdefault(choice.mode.value, ModeStats())
         stats.steps += 1
         stats.reasoning_tokens += turn.usage.reasoning_tokens
@@ -137,6 +139,48 @@ class AgentLoop:
             if call.name == CLAIM_DONE and not outcome.is_error:
                 raise Stop("claim_done", _claim_summary(call) or turn.content or None)
 
+    async def _request(self, step: int, mode: ThinkMode) -> AssistantTurn:
+        body = self.model.request_body(self.conversation.wire, tools_json=self._tools_json, mode=mode)
+        chars = self.conversation.wire_chars
+        self.emit(ModelRequest(step=step, mode=mode.value, messages=len(self.conversation), body_bytes=len(body),
+                               context_tokens=self.context.tokens_now(self.conversation),
+                               window_tokens=self.context.config.window_tokens))
+
+        def on_delta(kind: str, text: str) -> None:
+            self.emit(ModelDelta(step=step, kind=kind, text=text))
+
+        async def on_retry(attempt: int, error: str, delay: float) -> None:
+            self.emit(ModelRetry(step=step, attempt=attempt, error=error, delay_s=round(delay, 3)))
+
+        turn = await self.model.complete(body, on_delta=on_delta, on_retry=on_retry)
+        self.context.observe_usage(chars, turn.usage.prompt_tokens)
+        return turn
+
+    def _account(self, turn: AssistantTurn) -> float:
+        cost = self.model.cost(turn.usage)
+        self.totals.usage = self.totals.usage + turn.usage
+        self.totals.cost += cost
+        return cost
+
+    async def _compact(self, step: int, reason: str) -> bool:
+        """Summarise the middle of the conversation with one non-think call; False when there is nothing to cut."""
+
+        async def summarise(middle: list[dict]) -> str:
+            limit = int(self.context.config.window_tokens * 0.5 * self.context.estimate.chars_per_token)
+            messages = [dumps({"role": "system", "content": SUMMARY_SYSTEM}),
+                        dumps({"role": "user", "content": transcript(middle, limit)})]
+            turn = await self.model.complete(self.model.request_body(messages, tools_json=None, mode=ThinkMode.none))
+            self._account(turn)
+            return turn.content
+
+        record = await self.context.compact(self.conversation, summarise)
+        if record is None:
+            return False
+        self.emit(ContextCompacted(step=step, reason=reason, removed_messages=record.removed_messages,
+                                   tokens_before=record.tokens_before, tokens_after=record.tokens_after,
+                                   summary=record.summary))
+        return True
+
     async def _run_tools(self, step: int, calls: list[ToolCall]) -> list[ToolOutcome]:
         """Run the turn's calls concurrently; results keep the order of the calls."""
         outcomes: list[ToolOutcome | None] = [None] * len(calls)
@@ -145,9 +189,11 @@ class AgentLoop:
             self.emit(ToolCallStarted(step=step, call_id=call.id, tool=call.name, arguments=call.arguments))
             started = time.perf_counter()
             outcome = await self.hub.call(call.name, call.arguments)
-            outcomes[index] = outcome
+            text, saved = self.context.observation(outcome.text)
+            outcomes[index] = outcome = replace(outcome, text=text)
             self.emit(ToolResult(step=step, call_id=call.id, tool=call.name, is_error=outcome.is_error,
-                                 content=outcome.text, duration_s=round(time.perf_counter() - started, 6)))
+                                 content=text, duration_s=round(time.perf_counter() - started, 6),
+                                 saved_output=str(saved) if saved else None))
 
         if len(calls) == 1:
             await run_one(0, calls[0])
@@ -167,6 +213,9 @@ class AgentLoop:
         if images:
             # Tool messages carry text only; images go in one user message right after them.
             self.conversation.append({"role": "user", "content": [{"type": "text", "text": "Images returned by the tools above:"}, *images]})
+        if edits := self.context.edits():
+            # Packed files changed: the snapshot stays as it was; the diffs are appended instead.
+            self.conversation.append({"role": "user", "content": edits})
         summaries = []
         counts = self._state.call_counts
         for call, outcome in zip(calls, outcomes, strict=True):

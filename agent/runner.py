@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -16,9 +17,9 @@ import anyio
 
 from tools.config import ServerSpec, parse_servers
 from tools.hub import ToolHub
-from tools.local import LocalTool, claim_done_tool
+from tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
 
-from .context import Conversation
+from .context import ContextConfig, ContextKeeper, Conversation, OutputStore, snapshot
 from .errors import AgentError
 from .events import ErrorEvent, Event, RunFinished, RunStarted
 from .limits import Limits
@@ -62,14 +63,26 @@ class Agent:
         trace_dir: str | Path | None = "runs",
         name: str | None = None,
         http_client: Any | None = None,
+        context: ContextConfig | Mapping[str, Any] | None = None,
+        workspace: str | Path | None = None,
     ):
         self.model_config = parse_model(dict(model) if isinstance(model, Mapping) else model)
         self.servers = {n: _with_interpreter(s) for n, s in parse_servers(servers or {}, where="servers").items()}
         self.policy = think_policy(think)
         self.limits = limits if isinstance(limits, Limits) else Limits.model_validate(dict(limits or {}))
         self.system = DEFAULT_SYSTEM_PROMPT if system is None else system
-        self.local_tools = [*local_tools, *([claim_done_tool()] if claim_done else [])]
+        self.context = context if isinstance(context, ContextConfig) else ContextConfig.model_validate(dict(context or {}))
+        self.workspace = Path(workspace) if workspace is not None else None
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
+        self._outputs_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._keeper: ContextKeeper | None = None
+        self._conversation: Conversation | None = None
+        self.local_tools = [
+            *local_tools,
+            *([claim_done_tool()] if claim_done else []),
+            *output_tools(lambda output_id: self._keeper.outputs.path(output_id) if self._keeper else None),
+            context_status_tool(self._context_status),
+        ]
         self.name = name
         self._http_client = http_client
         self._stack: AsyncExitStack | None = None
@@ -80,7 +93,8 @@ class Agent:
     def from_task(cls, task: TaskSpec, **overrides: Any) -> Agent:
         options: dict[str, Any] = dict(
             model=task.model, servers=task.all_servers(), think=task.think, limits=task.limits,
-            system=task.system, claim_done=task.claim_done, name=task.name,
+            system=task.system, claim_done=task.claim_done, name=task.name, context=task.context,
+            workspace=task.workdir,
         )
         options.update(overrides)
         return cls(**options)
@@ -108,6 +122,24 @@ class Agent:
             # No shield here: the hub's task group must exit in the scope it was entered in; the hub
             # shields its own cleanup.
             await stack.aclose()
+        if self._outputs_dir is not None:
+            self._outputs_dir.cleanup()
+            self._outputs_dir = None
+
+    def _outputs_folder(self, run_id: str) -> Path:
+        """Where cut tool outputs are saved: the workspace when there is one, else beside the traces."""
+        if self.workspace is not None:
+            return self.workspace / ".agent" / "outputs"
+        if self.trace_dir is not None:
+            return self.trace_dir / f"outputs-{run_id}"
+        if self._outputs_dir is None:
+            self._outputs_dir = tempfile.TemporaryDirectory(prefix="agent-outputs-")
+        return Path(self._outputs_dir.name)
+
+    def _context_status(self) -> dict[str, Any]:
+        if self._keeper is None or self._conversation is None:
+            return {"error": "no run in progress"}
+        return self._keeper.status(self._conversation)
 
     @property
     def tools(self) -> list[str]:
@@ -156,6 +188,8 @@ class Agent:
         sinks: list[EventSink],
     ) -> RunResult:
         assert self._model is not None and self._hub is not None
+        if self._keeper is not None:
+            raise AgentError("this Agent is already running a task; use one Agent per concurrent run")
         model, hub = self._model, self._hub
         run_id = uuid.uuid4().hex[:12]
         path = Path(trace_path) if trace_path else self._default_trace_path(run_id)
@@ -169,13 +203,19 @@ class Agent:
 
         with_tools = bool(hub.openai_tools)
         conversation = Conversation(lambda m: model.render(m, with_tools=with_tools))
+        repo_text, tracker = snapshot(self.context)
+        keeper = ContextKeeper(self.context, OutputStore(self._outputs_folder(run_id)), tracker=tracker)
         if history:
             for message in history:
                 conversation.append(dict(message))
         else:
             if self.system:
                 conversation.append({"role": "system", "content": self.system})
+            # The snapshot goes first so runs on the same repository share the prompt prefix.
+            prompt = f"{repo_text}\n\n# Task\n\n{prompt}" if repo_text else prompt
+            keeper.head_messages = len(conversation) + 1
         conversation.append({"role": "user", "content": prompt})
+        self._keeper, self._conversation = keeper, conversation
 
         started = time.perf_counter()
         emit(RunStarted(
@@ -184,7 +224,7 @@ class Agent:
             limits=self.limits.model_dump(), task=self.name,
         ))
         loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=self.policy, limits=self.limits,
-                         emit=emit)
+                         emit=emit, context=keeper)
         stop, error = Stop("error"), None
         try:
             stop = await loop.run()
@@ -196,6 +236,8 @@ class Agent:
             if trace:
                 trace.close()
             raise
+        finally:
+            self._keeper = self._conversation = None
         finished = self._finish(emit, run_id, loop, stop, error, started)
         if trace:
             trace.close()

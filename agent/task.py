@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tools.config import ServerSpec, load_mcp_config, parse_servers
 
+from .context import ContextConfig
 from .errors import ConfigError
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
@@ -33,6 +34,7 @@ class TaskSpec(BaseModel):
     servers: dict[str, ServerSpec] = Field(default_factory=dict, description="MCP servers, as mcpServers entries")
     mcp_config: Path | None = Field(None, description="A Claude Desktop / .mcp.json / VS Code file with more servers")
     limits: Limits = Field(default_factory=Limits)
+    context: ContextConfig = Field(default_factory=ContextConfig, description="Context window use (see agent.context)")
     workdir: Path | None = Field(None, description="Working directory of stdio servers that set no cwd")
     claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
     demo: Path | None = Field(
@@ -103,6 +105,8 @@ def _resolve_paths(spec: TaskSpec, base: Path) -> TaskSpec:
             server = server.model_copy(update={"cwd": str(cwd if cwd.is_absolute() else base / cwd)})
         servers[name] = server
     updates["servers"] = servers
+    repos = [r if r.path.is_absolute() else r.model_copy(update={"path": base / r.path}) for r in spec.context.repos]
+    updates["context"] = spec.context.model_copy(update={"repos": repos})
     return spec.model_copy(update=updates)
 
 

@@ -86,6 +86,20 @@ def structured() -> Weather:
 
 
 @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+def generate(lines: int) -> str:
+    """Return `lines` numbered lines (for long-output tests)."""
+    return "\n".join(f"line {i:07d} of the generated output" for i in range(lines))
+
+
+@mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True))
+def write_file(path: str, text: str) -> str:
+    """Write text to a file (tests only: no confinement)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return f"wrote {len(text)} characters to {path}"
+
+
+@mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
 def page(offset: int = 0, limit: int = 10) -> str:
     """Return lines offset..offset+limit of a long generated document."""
     return "\n".join(f"line {i}" for i in range(offset, offset + limit))
