@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from contextlib import ExitStack
@@ -77,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     vllm.add_argument("action", choices=["serve"])
     vllm.add_argument("vllm_args", nargs=argparse.REMAINDER)
 
+    config = sub.add_parser(
+        "config", help="print or install MCP host entries for our servers and the agent",
+        description="`agent config mcp --client NAME` prints the entries that launch our MCP servers (files and "
+        "shell confined to --root, web) and the agent itself (agent serve) from this installation, in the "
+        "host's format; --install merges them into the host's config file, keeping what is there and "
+        "writing a backup first.",
+    )
+    config.add_argument("what", choices=["mcp"])
+    config.add_argument("--client", required=True, choices=["claude-desktop", "claude-code", "cursor", "vscode"])
+    config.add_argument("--servers", default="files,shell,web,agent", help="comma-separated: files,shell,web,agent")
+    config.add_argument("--root", type=Path, default=Path.cwd(), help="folder the files and shell servers may use")
+    config.add_argument("--install", action="store_true", help="merge into the host's config file (with a backup)")
+    config.add_argument("--path", type=Path, help="config file to write (default: the host's usual place)")
+
     pack = sub.add_parser(
         "pack", help="show how a repository packs into the context",
         description="Pack one or more repositories as a run would (gitignore-aware, binaries and vendored files "
@@ -117,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             from runtime.vllm import main as vllm_main
 
             return vllm_main(args.vllm_args)
+        if args.command == "config":
+            return _config(args)
         if args.command == "pack":
             return _pack(args)
         if args.command == "scripted-server":
@@ -133,6 +150,23 @@ def main(argv: list[str] | None = None) -> int:
         print("agent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_BAD_INPUT
+
+
+def _config(args: argparse.Namespace) -> int:
+    from tools import hosts
+
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    env = {name: f"${{{name}}}" for name in ("DEEPSEEK_API_KEY",)} if args.client == "claude-code" else None
+    entries = hosts.server_entries(servers, args.root, env=env)
+    if not args.install:
+        print(json.dumps(hosts.host_document(args.client, entries), indent=2))
+        return EXIT_OK
+    path = args.path or hosts.config_path(args.client)
+    backup = hosts.install(args.client, entries, path)
+    print(f"installed {', '.join(entries)} into {path}" + (f" (backup: {backup})" if backup else ""))
+    if args.client == "claude-desktop":
+        print("Quit Claude Desktop fully and start it again to load them.")
+    return EXIT_OK
 
 
 def _pack(args: argparse.Namespace) -> int:
