@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import anyio
 from .errors import AgentError, ConfigError, ToolServerError
 from .models.config import MODEL_SYNTAX, parse_model
 from .render import ConsoleRenderer
-from .task import TaskSpec, load_task
+from .task import TaskSpec, bind_workspace, load_task
 from .trace import result_from_trace
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the answer")
     run.add_argument("--no-reasoning", action="store_true", help="do not show streamed reasoning")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument("--keep-workspace", action="store_true", help="keep the task's workspace after the run")
 
     trace = sub.add_parser("trace", help="summarise a trace file",
                            description="Read a JSONL trace back into a run result and print it as JSON.")
@@ -236,8 +237,16 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
     from .runner import Agent
 
     renderer = None if args.quiet or args.json else ConsoleRenderer(show_reasoning=not args.no_reasoning)
-    agent = Agent.from_task(task)
-    result = await agent.run(task.prompt, trace_path=args.trace, on_event=renderer)
+    async with AsyncExitStack() as stack:
+        if task.workspace is not None or task.builtin_servers:
+            from runtime.workspace import Workspace
+
+            workspace = await stack.enter_async_context(
+                Workspace(task.workspace, task.sandbox, keep=True if args.keep_workspace else None))
+            task = bind_workspace(task, workspace.path)
+            if workspace.keep:
+                print(f"workspace: {workspace.path} (kept)", file=sys.stderr)
+        result = await Agent.from_task(task).run(task.prompt, trace_path=args.trace, on_event=renderer)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))
     else:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runtime.sandbox import SandboxSpec
+from runtime.workspace import WorkspaceSpec
 from tools.config import ServerSpec, load_mcp_config, parse_servers
 
 from .context import ContextConfig
@@ -36,6 +38,11 @@ class TaskSpec(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     context: ContextConfig = Field(default_factory=ContextConfig, description="Context window use (see agent.context)")
     workdir: Path | None = Field(None, description="Working directory of stdio servers that set no cwd")
+    workspace: WorkspaceSpec | None = Field(None, description="A fresh per-run workspace (files, repos, setup)")
+    sandbox: SandboxSpec = Field(default_factory=SandboxSpec, description="Where commands run: local, docker, bubblewrap")
+    builtin_servers: list[Literal["files", "shell", "web"]] = Field(
+        default_factory=list, description="Our servers to add, pointed at the workspace (files, shell) automatically"
+    )
     claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
     demo: Path | None = Field(
         None, description="Scripted model turns (YAML) used offline when no API key or model server is available"
@@ -97,6 +104,13 @@ def _resolve_paths(spec: TaskSpec, base: Path) -> TaskSpec:
         value = getattr(spec, name)
         if value is not None and not value.is_absolute():
             updates[name] = base / value
+    if spec.workspace is not None:
+        ws = spec.workspace
+        ws_updates = {name: base / getattr(ws, name) for name in ("path", "files")
+                      if getattr(ws, name) is not None and not getattr(ws, name).is_absolute()}
+        ws_updates["repos"] = [r.model_copy(update={"clone": base / r.clone})
+                               if r.clone is not None and not r.clone.is_absolute() else r for r in ws.repos]
+        updates["workspace"] = ws.model_copy(update=ws_updates)
     workdir = updates.get("workdir", spec.workdir) or base
     servers = {}
     for name, server in spec.servers.items():
@@ -125,3 +139,38 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"field '{loc}': {message}; got {given!r}")
     return "; ".join(lines)
+
+
+WORKSPACE_VAR = "${WORKSPACE}"
+
+
+def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
+    """Point the task at a prepared workspace: `${WORKSPACE}` in server entries becomes its path, our
+    builtin servers are added (files and shell confined to it), and stdio servers run in it by default.
+    """
+    import sys
+
+    root = str(workspace)
+
+    def bind(value: str) -> str:
+        return value.replace(WORKSPACE_VAR, root)
+
+    servers: dict[str, ServerSpec] = {}
+    for name, server in task.servers.items():
+        update: dict[str, Any] = {"args": [bind(a) for a in server.args],
+                                  "env": {k: bind(v) for k, v in server.env.items()}}
+        if server.command is not None:
+            update["command"] = bind(server.command)
+            update["cwd"] = bind(server.cwd) if server.cwd and WORKSPACE_VAR in server.cwd else (server.cwd or root)
+        servers[name] = server.model_copy(update=update)
+    sandbox = task.sandbox
+    builtin = {
+        "files": ["-m", "servers.files", root],
+        "shell": ["-m", "servers.shell", root, "--sandbox", sandbox.kind, *(
+            ["--image", sandbox.image] if sandbox.kind == "docker" else []), *(
+            ["--network"] if sandbox.network else [])],
+        "web": ["-m", "servers.web"],
+    }
+    for name in task.builtin_servers:
+        servers.setdefault(name, ServerSpec(command=sys.executable, args=builtin[name], cwd=root))
+    return task.model_copy(update={"servers": servers, "workdir": workspace})

@@ -148,3 +148,19 @@ def elide(text: str, cap: int) -> str:
     half = max(cap // 2, 1)
     cut = len(text) - 2 * half
     return f"{text[:half]}\n[... {cut} characters elided ...]\n{text[-half:]}"
+
+
+def open_sandbox(spec: SandboxSpec | None, workspace: Path) -> Sandbox:
+    """The backend `spec.kind` names, bound to `workspace` (enter it with `async with`)."""
+    spec = spec or SandboxSpec()
+    if spec.kind == "docker":
+        from .docker import DockerSandbox
+
+        return DockerSandbox(workspace, spec)
+    if spec.kind == "bubblewrap":
+        from .bubblewrap import BubblewrapSandbox
+
+        return BubblewrapSandbox(workspace, spec)
+    from .local import LocalSandbox
+
+    return LocalSandbox(workspace, spec)
