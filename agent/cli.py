@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     vllm.add_argument("action", choices=["serve"])
     vllm.add_argument("vllm_args", nargs=argparse.REMAINDER)
 
+    sandbox = sub.add_parser(
+        "sandbox", help="manage sandboxes (`agent sandbox prune`)",
+        description="`agent sandbox prune` removes Docker sandbox containers left behind by agent processes "
+        "that died (crash, kill -9); --all removes every sandbox container, live runs included.",
+    )
+    sandbox.add_argument("action", choices=["prune"])
+    sandbox.add_argument("--all", action="store_true", help="also containers of agents that are still running")
+
     config = sub.add_parser(
         "config", help="print or install MCP host entries for our servers and the agent",
         description="`agent config mcp --client NAME` prints the entries that launch our MCP servers (files and "
@@ -133,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             from runtime.vllm import main as vllm_main
 
             return vllm_main(args.vllm_args)
+        if args.command == "sandbox":
+            from runtime.docker import prune_containers
+
+            removed = prune_containers(everything=args.all)
+            print(f"removed {len(removed)} sandbox container(s)" + "".join(f"\n  {c[:12]}" for c in removed))
+            return EXIT_OK
         if args.command == "config":
             return _config(args)
         if args.command == "pack":
