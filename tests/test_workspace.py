@@ -47,7 +47,9 @@ async def test_a_tar_archive_is_unpacked(tmp_path):
         assert (ws.path / "b.txt").read_text() == "beta\n"
 
 
-async def test_a_local_repository_is_cloned_at_a_ref(tmp_path):
+@pytest.fixture
+def origin(tmp_path) -> Path:
+    """A local repository with a tag v1 (f.txt = v1) and a later commit (f.txt = v2)."""
     origin = tmp_path / "origin"
     origin.mkdir()
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -58,6 +60,10 @@ async def test_a_local_repository_is_cloned_at_a_ref(tmp_path):
     subprocess.run([*git, "tag", "v1"], cwd=origin, check=True)
     (origin / "f.txt").write_text("v2\n")
     subprocess.run([*git, "commit", "-qam", "two"], cwd=origin, check=True)
+    return origin
+
+
+async def test_a_local_repository_is_cloned_at_a_ref(origin):
     async with Workspace(WorkspaceSpec(repos=[RepoInit(path="code", clone=origin, ref="v1")])) as ws:
         assert (ws.path / "code" / "f.txt").read_text() == "v1\n"
 
