@@ -444,7 +444,7 @@ def build_server(
     return server
 
 
-def open_sandbox(kind: str, root: Path) -> "Sandbox":
+def open_sandbox(kind: str, root: Path, *, image: str | None = None, network: bool = False) -> "Sandbox":
     """The backend `kind` over `root`, imported only now; `LookupError` when this checkout lacks it."""
     import importlib
 
@@ -460,7 +460,8 @@ def open_sandbox(kind: str, root: Path) -> "Sandbox":
             f"the {kind} sandbox is not available in this installation ({module_name} is missing); "
             "use --sandbox local"
         ) from exc
-    return getattr(module, class_name)(root, SandboxSpec(kind=kind))
+    spec = SandboxSpec(kind=kind, network=network, **({"image": image} if image else {}))
+    return getattr(module, class_name)(root, spec)
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -535,6 +536,10 @@ def _parser() -> argparse.ArgumentParser:
         default="local",
         help="where commands run (default local)",
     )
+    parser.add_argument("--image", help="container image (docker sandbox; default agent-sandbox:bookworm)")
+    parser.add_argument(
+        "--network", action="store_true", help="let commands use the network (docker and bubblewrap; off by default)"
+    )
     parser.add_argument(
         "--http",
         type=_host_port,
@@ -555,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output_cap < 100:
         parser.error("--output-cap must be at least 100")
     try:
-        sandbox = open_sandbox(args.sandbox, root)
+        sandbox = open_sandbox(args.sandbox, root, image=args.image, network=args.network)
     except LookupError as exc:
         print(f"shell server: {exc}", file=sys.stderr)
         return 2
