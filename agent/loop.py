@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 
 from tools.hub import ToolHub
+from tools.local import CLAIM_DONE
 from tools.results import ToolOutcome
 
 from .context import SUMMARY_SYSTEM, ContextKeeper, Conversation, is_context_error, transcript
@@ -36,7 +37,6 @@ from .think import RunState, ThinkMode, ThinkPolicy, ToolOutcomeSummary, call_ke
 from .usage import ModeStats, Usage
 
 Emit = Callable[[Event], None]
-CLAIM_DONE = "claim_done"
 
 
 class Stop(Exception):
@@ -116,12 +116,7 @@ class AgentLoop:
                                                                                 "prompt as too long"):
                 raise
             turn = await self._request(step, choice.mode)
-        cost = self._account(turn)
-        stats = totals.think.setdefault(choice.mode.value, ModeStats())
-        stats.steps += 1
-        stats.reasoning_tokens += turn.usage.reasoning_tokens
-        stats.completion_tokens += turn.usage.completion_tokens
-        stats.seconds += turn.duration_s
+        cost = self._account(turn, choice.mode)
         self.emit(_response_event(step, turn, cost))
         self.conversation.append(turn.message())
         self._state.previous_mode = choice.mode
@@ -156,10 +151,17 @@ class AgentLoop:
         self.context.observe_usage(chars, turn.usage.prompt_tokens)
         return turn
 
-    def _account(self, turn: AssistantTurn) -> float:
+    def _account(self, turn: AssistantTurn, mode: ThinkMode | None = None) -> float:
+        """Add a turn's usage and cost to the run (and to its think mode's figures for agent steps)."""
         cost = self.model.cost(turn.usage)
         self.totals.usage = self.totals.usage + turn.usage
         self.totals.cost += cost
+        if mode is not None:
+            stats = self.totals.think.setdefault(mode.value, ModeStats())
+            stats.steps += 1
+            stats.reasoning_tokens += turn.usage.reasoning_tokens
+            stats.completion_tokens += turn.usage.completion_tokens
+            stats.seconds += turn.duration_s
         return cost
 
     async def _compact(self, step: int, reason: str) -> bool:

@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 
 from runtime._sandbox_agent import OutputCapture
+from runtime.local import copy_on_host, killpg
 from runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec
 
 KILL_GRACE_S = 1.0
@@ -204,11 +205,11 @@ class BubblewrapSandbox:
     async def copy_in(self, source: Path, dest: str) -> None:
         """A folder becomes `dest` (merged into it if it exists); a file lands at `dest`, or inside it if it is
         a folder. Parent folders are created. `dest` must lie in the workspace."""
-        await anyio.to_thread.run_sync(_copy, Path(source), self._host_path(dest, "copy destination"))
+        await anyio.to_thread.run_sync(copy_on_host, Path(source), self._host_path(dest, "copy destination"))
 
     async def copy_out(self, source: str, dest: Path) -> None:
         """Same rules as `copy_in`, the other way; symbolic links are copied as links, never followed."""
-        await anyio.to_thread.run_sync(_copy, self._host_path(source, "copy source"), Path(dest))
+        await anyio.to_thread.run_sync(copy_on_host, self._host_path(source, "copy source"), Path(dest))
 
     # --- internals -------------------------------------------------------------------------------------
 
@@ -345,7 +346,7 @@ class BubblewrapProcess:
                 _signal_sandbox(self.pid, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     await anyio.to_thread.run_sync(self._popen.wait, grace_s)
-                _killpg(self.pid, signal.SIGKILL)
+                killpg(self.pid, signal.SIGKILL)
             await anyio.to_thread.run_sync(self._popen.wait)
             await anyio.to_thread.run_sync(self._reader.join, 2.0)
             if self._popen.stdin is not None:
@@ -388,7 +389,7 @@ async def _terminate(process: anyio.abc.Process, grace_s: float) -> None:
     if process.returncode is None and _signal_sandbox(process.pid, signal.SIGTERM):
         with anyio.move_on_after(grace_s):
             await process.wait()
-    _killpg(process.pid, signal.SIGKILL)
+    killpg(process.pid, signal.SIGKILL)
     await process.wait()
 
 
@@ -400,11 +401,6 @@ def _bwrap_failure(program: str, message: str, duration: float) -> ExecResult:
             text = f"{program}: {reason}\n"
             return ExecResult(code, "", text, duration, stderr_chars=len(text))
     raise SandboxError(f"bubblewrap could not start the command: {message.strip()}")
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _signal_sandbox(bwrap_pid: int, sig: int) -> bool:
@@ -437,18 +433,3 @@ def _signal_sandbox(bwrap_pid: int, sig: int) -> bool:
                 os.kill(pid, sig)
                 found = True
     return found
-
-
-def _copy(source: Path, target: Path) -> None:
-    try:
-        if source.is_dir() and not source.is_symlink():
-            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-            return
-        if not source.exists() and not source.is_symlink():
-            raise SandboxError(f"cannot copy {source}: it does not exist")
-        if target.is_dir():
-            target = target / source.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target, follow_symlinks=False)
-    except (OSError, shutil.Error) as exc:
-        raise SandboxError(f"cannot copy {source} to {target}: {exc}") from exc

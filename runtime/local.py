@@ -131,7 +131,7 @@ class LocalSandbox:
                     timed_out = True
                     await _terminate(pgid, protocol.exited, self.kill_grace_s)
                 else:
-                    _killpg(pgid, signal.SIGKILL)  # what the command left behind in its group
+                    killpg(pgid, signal.SIGKILL)  # what the command left behind in its group
                 await _wait(protocol.drained, PIPE_DRAIN_S)
             except BaseException:
                 await _uncancellable(_terminate(pgid, protocol.exited, self.kill_grace_s))
@@ -192,12 +192,12 @@ class LocalSandbox:
         """A folder becomes `dest` (merged into it if it exists); a file lands at `dest`, or inside it if it is
         a folder. Parent folders are created."""
         target = Path(self._host_path(dest, "copy destination"))
-        await asyncio.to_thread(_copy, Path(source), target)
+        await asyncio.to_thread(copy_on_host, Path(source), target)
 
     async def copy_out(self, source: str, dest: Path) -> None:
         """Same rules as `copy_in`, the other way; symbolic links are copied as links, never followed."""
         origin = Path(self._host_path(source, "copy source"))
-        await asyncio.to_thread(_copy, origin, Path(dest))
+        await asyncio.to_thread(copy_on_host, origin, Path(dest))
 
     def _host_path(self, path: str | None, what: str, *, must_be_dir: bool = False) -> str:
         if path is None:
@@ -367,7 +367,8 @@ def _not_started(argv: list[str], exc: OSError | ValueError, duration: float) ->
     raise SandboxError(f"cannot start {argv[0]!r}: {reason}") from exc
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def killpg(pgid: int, sig: int) -> None:
+    """Signal a process group that may already be gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
@@ -405,12 +406,12 @@ def _group_alive(pgid: int) -> bool:
 
 async def _terminate(pgid: int, exited: asyncio.Event, grace_s: float) -> None:
     """SIGTERM the group, give its members `grace_s` to leave, SIGKILL the rest; waits for the leader's exit."""
-    _killpg(pgid, signal.SIGTERM)
+    killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     # Polling: nothing signals the end of a process group whose members are not our children.
     while time.monotonic() < deadline and (not exited.is_set() or _group_alive(pgid)):  # noqa: ASYNC110
         await asyncio.sleep(0.02)
-    _killpg(pgid, signal.SIGKILL)
+    killpg(pgid, signal.SIGKILL)
     await exited.wait()
 
 
@@ -436,7 +437,8 @@ async def _uncancellable(cleanup: Awaitable[T]) -> T:
     return task.result()
 
 
-def _copy(source: Path, target: Path) -> None:
+def copy_on_host(source: Path, target: Path) -> None:
+    """Copy a file, folder or symlink between host paths (both already confined by the caller)."""
     try:
         if source.is_dir() and not source.is_symlink():
             shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
