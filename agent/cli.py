@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--keep-workspace", action="store_true", help="keep the task's workspace after the run")
 
+    sub.add_parser("eval", add_help=False,
+                   help="run tasks as a benchmark suite: workers, repeats, graders, reports (agent eval --help)")
+
     trace = sub.add_parser("trace", help="summarise a trace file",
                            description="Read a JSONL trace back into a run result and print it as JSON.")
     trace.add_argument("path", type=Path)
@@ -126,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:  # its own parser: options may come before the suite paths
+        from .evaluate import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

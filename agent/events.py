@@ -132,9 +132,22 @@ class RunFinished(_Event):
     think: dict[str, ModeStats] = {}
 
 
+class Graded(_Event):
+    """How `agent eval` graded the run (written after run_finished)."""
+
+    type: Literal["graded"] = "graded"
+    passed: bool
+    coverage: float | None = None
+    checks: list[dict[str, Any]] = []
+    reason: str | None = None
+    judge_model: str | None = None
+    judge_cost: float = 0.0
+    duration_s: float = 0.0
+
+
 Event = Annotated[
     RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
-    | ToolResult | ContextCompacted | ErrorEvent | RunFinished,
+    | ToolResult | ContextCompacted | ErrorEvent | RunFinished | Graded,
     Field(discriminator="type"),
 ]
 

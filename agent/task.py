@@ -14,6 +14,7 @@ from tools.config import ServerSpec, load_mcp_config, parse_servers
 
 from .context import ContextConfig
 from .errors import ConfigError
+from .grading import GradeSpec
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .think import think_policy
@@ -46,6 +47,9 @@ class TaskSpec(BaseModel):
     claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
     demo: Path | None = Field(
         None, description="Scripted model turns (YAML) used offline when no API key or model server is available"
+    )
+    grade: GradeSpec | None = Field(
+        None, description="How `agent eval` grades a run that ended normally (see agent.grading.GradeSpec)"
     )
 
     @field_validator("model", mode="before")
@@ -121,6 +125,8 @@ def _resolve_paths(spec: TaskSpec, base: Path) -> TaskSpec:
     updates["servers"] = servers
     repos = [r if r.path.is_absolute() else r.model_copy(update={"path": base / r.path}) for r in spec.context.repos]
     updates["context"] = spec.context.model_copy(update={"repos": repos})
+    if spec.grade is not None:
+        updates["grade"] = spec.grade.resolved(base)
     return spec.model_copy(update=updates)
 
 
@@ -145,8 +151,9 @@ WORKSPACE_VAR = "${WORKSPACE}"
 
 
 def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
-    """Point the task at a prepared workspace: `${WORKSPACE}` in server entries becomes its path, our
-    builtin servers are added (files and shell confined to it), and stdio servers run in it by default.
+    """Point the task at a prepared workspace: `${WORKSPACE}` in server entries, the prompt and the system
+    prompt becomes its path, our builtin servers are added (files and shell confined to it), and stdio
+    servers run in it by default.
     """
     import sys
 
@@ -173,4 +180,5 @@ def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
     }
     for name in task.builtin_servers:
         servers.setdefault(name, ServerSpec(command=sys.executable, args=builtin[name], cwd=root))
-    return task.model_copy(update={"servers": servers, "workdir": workspace})
+    return task.model_copy(update={"servers": servers, "workdir": workspace, "prompt": bind(task.prompt),
+                                   "system": bind(task.system) if task.system is not None else None})

@@ -1,0 +1,2 @@
+def tell(idea: str) -> str:
+    return f"Once upon a time, {idea}."
