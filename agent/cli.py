@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("eval", add_help=False,
                    help="run tasks as a benchmark suite: workers, repeats, graders, reports (agent eval --help)")
 
+    serve = sub.add_parser(
+        "serve", help="serve the agent itself as an MCP server (stdio or --http)", add_help=False,
+        description="`agent serve --help` for its options.",
+    )
+    serve.add_argument("serve_args", nargs=argparse.REMAINDER)
+
     trace = sub.add_parser("trace", help="summarise a trace file",
                            description="Read a JSONL trace back into a run result and print it as JSON.")
     trace.add_argument("path", type=Path)
@@ -141,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "trace":
             print(result_from_trace(args.path).model_dump_json(indent=2, exclude={"messages"}))
             return EXIT_OK
+        if args.command == "serve":
+            from .serve import main as serve_main
+
+            return serve_main(args.serve_args)
         if args.command == "server":
             import importlib
 

@@ -99,6 +99,15 @@ class ToolResult(_Event):
     saved_output: str | None = None
 
 
+class ToolsChanged(_Event):
+    """A server announced a new tool list; the run offers it from this step on."""
+
+    type: Literal["tools_changed"] = "tools_changed"
+    step: int
+    version: int
+    tools: list[str]
+
+
 class ContextCompacted(_Event):
     """The middle of the conversation was summarised (rare, explicit: the prefix cache is lost once)."""
 
@@ -147,7 +156,7 @@ class Graded(_Event):
 
 Event = Annotated[
     RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
-    | ToolResult | ContextCompacted | ErrorEvent | RunFinished | Graded,
+    | ToolResult | ToolsChanged | ContextCompacted | ErrorEvent | RunFinished | Graded,
     Field(discriminator="type"),
 ]
 

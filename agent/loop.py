@@ -30,6 +30,7 @@ from .events import (
     ToolCallInfo,
     ToolCallStarted,
     ToolResult,
+    ToolsChanged,
 )
 from .limits import Limits
 from .models.client import AssistantTurn, ChatModel, ToolCall, dumps
@@ -102,6 +103,10 @@ class AgentLoop:
             raise Stop("token_budget")
         totals.steps += 1
         step = totals.steps
+        if self.hub.tools_changed and await self.hub.refresh():
+            # Applied only here, between steps: the prompt prefix changes once, when a server asked for it.
+            self._tools_json = dumps(self.hub.openai_tools) if self.hub.openai_tools else None
+            self.emit(ToolsChanged(step=step, version=self.hub.tools_version, tools=[t.name for t in self.hub.tools]))
         self._state.step = step
         choice = self.policy.choose(self._state)
         self.emit(ThinkChosen(step=step, mode=choice.mode.value, reason=choice.reason))

@@ -108,7 +108,8 @@ class Agent:
             self._model = await stack.enter_async_context(ChatModel(self.model_config, http_client=self._http_client))
             await self._model.resolve_model()
             self._hub = await stack.enter_async_context(
-                ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools)
+                ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
+                        roots=[self.workspace] if self.workspace else None)
             )
         except BaseException:
             await stack.aclose()

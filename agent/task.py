@@ -99,10 +99,11 @@ def load_task(path: str | Path) -> TaskSpec:
         raise ConfigError(f"{path}: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc, TaskSpec)}") from None
-    return _resolve_paths(spec, path.parent.resolve())
+    return resolve_task_paths(spec, path.parent.resolve())
 
 
-def _resolve_paths(spec: TaskSpec, base: Path) -> TaskSpec:
+def resolve_task_paths(spec: TaskSpec, base: Path) -> TaskSpec:
+    """Relative paths of a task (files, servers' cwd, workspace, repos) resolved against `base`."""
     updates: dict[str, Any] = {}
     for name in ("mcp_config", "workdir", "demo"):
         value = getattr(spec, name)

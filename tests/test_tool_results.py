@@ -110,3 +110,10 @@ def test_embedded_blob_resource_is_described_with_its_size():
 def test_empty_result_says_there_was_no_output():
     assert outcome_from_result(types.CallToolResult(content=[])).text == "(no output)"
     assert "without a message" in outcome_from_result(types.CallToolResult(content=[], is_error=True)).text
+
+
+def test_a_single_field_echo_of_the_text_is_not_repeated():
+    # The reference TypeScript servers send {"content": text} beside the same text.
+    result = types.CallToolResult(content=[types.TextContent(type="text", text="Allowed directories:\n/tmp")],
+                                  structured_content={"content": "Allowed directories:\n/tmp"})
+    assert outcome_from_result(result).text == "Allowed directories:\n/tmp"

@@ -51,6 +51,14 @@ class ServerSpec(BaseModel, extra="forbid"):
     """Seconds allowed per tool call; None uses the hub's default."""
     inherit_env: bool = True
     """Pass this process's environment to a stdio child (the SDK alone passes only HOME, PATH, ...)."""
+    max_restarts: int = Field(default=3, ge=0)
+    """Times a server that exited (stdio) or dropped its connection (HTTP, SSE) is restarted or reconnected,
+    with backoff, over the hub's lifetime; 0 never. A server that fails its first start is not retried."""
+    roots: list[str] | None = None
+    """Directories offered as MCP roots when the server asks for them. None: the hub's roots (the workspace),
+    else the server's cwd; [] offers none (the roots capability is not declared). Relative paths are resolved
+    against the server's cwd. Note: the reference filesystem server replaces its directory arguments with
+    the roots it is given."""
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> ServerSpec:

@@ -36,7 +36,7 @@ def server_entries(servers: list[str], root: Path, *, env: dict[str, str] | None
         "files": ["server", "files", str(root)],
         "shell": ["server", "shell", str(root)],
         "web": ["server", "web"],
-        "agent": ["serve"],
+        "agent": ["serve", "--workspace", str(root)],
     }
     entries: dict[str, dict[str, Any]] = {}
     for name in servers:

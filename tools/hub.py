@@ -1,6 +1,7 @@
 """`ToolHub`: connects MCP servers in parallel, offers their tools under qualified names, and calls them.
 
 Tool-level problems (bad arguments, timeouts, a server that died) come back as error outcomes, never raise.
+Servers that exit are restarted, dropped HTTP connections reconnected, and tool-list changes followed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from anyio.abc import TaskGroup
 from mcp import Client, MCPError, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import Subscription, SubscriptionLost, ToolsListChanged
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent.errors import ConfigError, ToolServerError
 from tools.config import ServerSpec
@@ -41,6 +44,11 @@ _STDERR_TAIL_LINES = 20
 _STDERR_TAIL_BYTES = 4000
 _SHOWN_ARGUMENTS = 300
 _HTTP_CONNECT_TIMEOUT = 30.0
+_MAX_RESTART_BACKOFF = 8.0
+# After a call saw the connection close, how long to wait for the runner's own account of why.
+_GONE_GRACE_S = 0.2
+# When a listen stream drops, how long the server has to answer the probe that tells a dead connection.
+_PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,21 +71,35 @@ class ToolInfo:
 
 @dataclass
 class _Connection:
-    """One server's runner state; the runner task alone enters and exits its `Client`."""
+    """One server's runner state; the runner task alone enters and exits its `Client`s."""
 
     name: str
     spec: ServerSpec
     tool_timeout: float
+    roots: list[types.Root] | None
+    """Offered when the server asks; None: the roots capability is not declared."""
     ready: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the first connection attempt has settled (connected or failed)."""
     stop: anyio.Event = field(default_factory=anyio.Event)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    """Ends the current connection's hold: set on stop, or when the connection broke."""
     done: anyio.Event = field(default_factory=anyio.Event)
     deadline: float = math.inf
     client: Client | None = None
     tools: list[types.Tool] = field(default_factory=list)
+    protocol_version: str | None = None
     error: str | None = None
-    """Why startup failed."""
+    """Why the first start failed."""
+    trouble: str | None = None
+    """Why the current connection broke; a restart is pending while it is set."""
     lost: str | None = None
-    """Why a connected server can no longer be used."""
+    """Why the server can no longer be used: restarts used up, or the hub closed."""
+    restarts: int = 0
+    generation: int = 0
+    """Counts connections; a call compares it to tell whether the server was restarted meanwhile."""
+    last_trouble: str | None = None
+    tools_stale: bool = False
+    """The server announced a tool-list change (or came back with other tools) since the hub last listed."""
     stderr_path: Path | None = None
 
 
@@ -91,7 +113,11 @@ class _Route:
 class ToolHub:
     """Owns the connections to a set of MCP servers and the tool list offered to the model.
 
-    Enter and exit it from the same task (`async with ToolHub(...) as hub:`).
+    Enter and exit it from the same task (`async with ToolHub(...) as hub:`). A server that exits or drops
+    its connection is restarted in the background (`ServerSpec.max_restarts`, with backoff); the call that
+    saw it fail reports the failure. Tool-list changes announced by servers are applied by `refresh()`,
+    which the agent loop calls between steps when `tools_changed` is set, so the tool list (part of the
+    prompt prefix) never changes in the middle of a step.
     """
 
     def __init__(
@@ -101,16 +127,22 @@ class ToolHub:
         tool_timeout: float = 120.0,
         local_tools: Sequence[LocalTool] = (),
         stderr_dir: Path | None = None,
+        roots: Sequence[str | os.PathLike[str]] | None = None,
+        restart_backoff: float = 0.5,
     ) -> None:
         if tool_timeout <= 0:
             raise ConfigError(f"tool_timeout must be positive, got {tool_timeout}")
+        if restart_backoff < 0:
+            raise ConfigError(f"restart_backoff must not be negative, got {restart_backoff}")
         self._conns = {
-            name: _Connection(name, spec, spec.tool_timeout or tool_timeout) for name, spec in servers.items()
+            name: _Connection(name, spec, spec.tool_timeout or tool_timeout, _roots_for(spec, roots))
+            for name, spec in servers.items()
         }
         local_names = [tool.name for tool in local_tools]
         if len(set(local_names)) != len(local_names):
             raise ConfigError(f"local tool names must be unique, got {local_names}")
         self._local_tools = list(local_tools)
+        self._restart_backoff = restart_backoff
         self._stderr_dir_arg = stderr_dir
         self._stderr_dir: Path | None = None
         self._owns_stderr_dir = False
@@ -119,6 +151,7 @@ class ToolHub:
         self._tools: list[ToolInfo] = []
         self._openai_tools: list[dict[str, Any]] = []
         self._routes: dict[str, _Route] = {}
+        self._tools_version = 0
         self.failures: dict[str, str] = {}
         """Optional servers that failed to start, with the reason."""
         self.servers: list[str] = []
@@ -131,8 +164,28 @@ class ToolHub:
 
     @property
     def openai_tools(self) -> list[dict[str, Any]]:
-        """The OpenAI `tools` list; built once, the same object on every access."""
+        """The OpenAI `tools` list; the same object on every access until `refresh()` changes it."""
         return self._openai_tools
+
+    @property
+    def tools_changed(self) -> bool:
+        """True when a server announced a tool-list change (or came back with other tools) not yet applied."""
+        return any(conn.tools_stale for conn in self._conns.values())
+
+    @property
+    def tools_version(self) -> int:
+        """Starts at 0; goes up by one each time `refresh()` changes the offered tool list."""
+        return self._tools_version
+
+    @property
+    def restarts(self) -> dict[str, int]:
+        """Restart (stdio) or reconnect (HTTP, SSE) attempts so far, per server."""
+        return {name: conn.restarts for name, conn in self._conns.items()}
+
+    @property
+    def protocol_versions(self) -> dict[str, str]:
+        """The MCP protocol version negotiated with each connected server (e.g. '2026-07-28', '2025-11-25')."""
+        return {n: c.protocol_version for n, c in self._conns.items() if c.protocol_version and c.error is None}
 
     def info(self, name: str) -> ToolInfo | None:
         route = self._routes.get(name)
@@ -159,7 +212,9 @@ class ToolHub:
                 raise ToolServerError("\n\n".join(required))
             self.failures = {c.name: c.error for c in self._conns.values() if c.error is not None}
             self.servers = [c.name for c in self._conns.values() if c.error is None]
-            self._build_tools()
+            self._install_tools(self._build_tools())
+            for conn in self._conns.values():
+                conn.tools_stale = False  # the list just built is current
         except BaseException:
             await self._close()
             raise
@@ -174,6 +229,7 @@ class ToolHub:
             return
         for conn in self._conns.values():
             conn.stop.set()
+            conn.wake.set()
         try:
             # Shielded so Ctrl-C or a cancelled run still lets every server shut down properly.
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
@@ -203,47 +259,169 @@ class ToolHub:
     # -- one runner task per server ----------------------------------------------------------------
 
     async def _run_server(self, conn: _Connection) -> None:
-        """Connect, list tools, report ready, then hold the connection open until told to stop."""
-        spec = conn.spec
-        conn.deadline = anyio.current_time() + spec.startup_timeout
-        stderr_file: IO[str] | None = None
+        """Connect; while the connection breaks and restarts are left, back off and connect again."""
         try:
-            with anyio.CancelScope(deadline=conn.deadline) as scope:
-                async with AsyncExitStack() as stack:
-                    if spec.transport == "stdio":
-                        stderr_file = self._open_stderr_file(conn)
-                        stack.callback(stderr_file.close)
-                    transport = await self._transport(conn, stack, stderr_file)
-                    # The response cache only matters for re-listing, which the hub never does.
-                    client = await stack.enter_async_context(Client(transport, cache=None))
-                    tools = await _list_all_tools(client)
-                    scope.deadline = math.inf
-                    conn.client, conn.tools = client, tools
-                    conn.ready.set()
+            await self._connect(conn, starting=True)
+            while conn.trouble is not None and not conn.stop.is_set():
+                if conn.restarts >= conn.spec.max_restarts:
+                    limit = conn.spec.max_restarts
+                    conn.lost = (
+                        f"{conn.trouble}\n(not restarted: max_restarts is 0)" if limit == 0
+                        else f"{conn.trouble}\n(gave up after {limit} restart{'s' if limit != 1 else ''})"
+                    )
+                    break
+                delay = min(self._restart_backoff * 2**conn.restarts, _MAX_RESTART_BACKOFF)
+                conn.restarts += 1
+                with anyio.move_on_after(delay):
                     await conn.stop.wait()
-            if scope.cancelled_caught and not conn.ready.is_set():
-                conn.error = self._startup_timeout_message(conn)
-        except Exception as exc:
-            # Recorded, never raised: an exception here would cancel the hub's task group, and with it the run.
-            if conn.ready.is_set():
-                conn.lost = self._failure_message(
-                    conn, f"the connection failed: {_describe(exc)}", starting=False
-                )
-            elif anyio.current_time() >= conn.deadline:
-                conn.error = self._startup_timeout_message(conn)
-            else:
-                conn.error = self._failure_message(conn, _describe_startup(exc), starting=True)
+                if conn.stop.is_set():
+                    break
+                await self._connect(conn, starting=False)
         finally:
             conn.client = None
-            if conn.lost is None and conn.ready.is_set() and conn.error is None:
-                conn.lost = f"MCP server {conn.name!r} has been closed"
+            if conn.error is None and conn.lost is None:
+                conn.lost = conn.trouble or f"MCP server {conn.name!r} has been closed"
             conn.ready.set()
             conn.done.set()
 
-    def _open_stderr_file(self, conn: _Connection) -> IO[str]:
+    async def _connect(self, conn: _Connection, *, starting: bool) -> None:
+        """One connection: connect and list tools within startup_timeout, then hold it until stop or trouble.
+
+        Failures are recorded (`error` on the first start, `trouble` later), never raised: an exception
+        here would cancel the hub's task group, and with it the run.
+        """
+        spec = conn.spec
+        conn.wake = anyio.Event()
+        if conn.stop.is_set():
+            return
+        conn.trouble = None
+        conn.generation += 1
+        conn.deadline = anyio.current_time() + spec.startup_timeout
+        connected = False
+        scope = anyio.CancelScope(deadline=conn.deadline)
+
+        async def cancel_startup_on_stop() -> None:
+            await conn.stop.wait()
+            if not connected:
+                scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as watcher:
+                watcher.start_soon(cancel_startup_on_stop)
+                with scope:
+                    async with AsyncExitStack() as stack:
+                        stderr_file: IO[str] | None = None
+                        if spec.transport == "stdio":
+                            stderr_file = self._open_stderr_file(conn, append=not starting)
+                            stack.callback(stderr_file.close)
+                        transport = await self._transport(conn, stack, stderr_file)
+                        client = await stack.enter_async_context(self._client(conn, transport))
+                        # Subscribed before listing, so no change can fall between the two.
+                        subscription = await self._subscribe(client, stack)
+                        tools = await _list_all_tools(client)
+                        scope.deadline = math.inf
+                        connected = True
+                        if not starting and _tool_key(tools) != _tool_key(conn.tools):
+                            conn.tools_stale = True
+                        conn.client, conn.tools = client, tools
+                        conn.protocol_version = client.protocol_version
+                        conn.ready.set()
+                        await self._hold(conn, client, subscription)
+                        conn.client = None
+                watcher.cancel_scope.cancel()
+            if scope.cancelled_caught and not connected and not conn.stop.is_set():
+                self._startup_failed(conn, self._startup_timeout_message(conn), starting)
+        except Exception as exc:
+            if connected:
+                self._break(conn, self._failure_message(conn, _describe_loss(conn, exc), starting=False))
+            elif anyio.current_time() >= conn.deadline:
+                self._startup_failed(conn, self._startup_timeout_message(conn), starting)
+            else:
+                self._startup_failed(conn, self._failure_message(conn, _describe_startup(exc), starting=True),
+                                     starting)
+        finally:
+            conn.client = None
+
+    def _startup_failed(self, conn: _Connection, message: str, starting: bool) -> None:
+        if starting:
+            conn.error = message
+        else:
+            conn.trouble = conn.last_trouble = message
+
+    @staticmethod
+    async def _subscribe(client: Client, stack: AsyncExitStack) -> Subscription | None:
+        """On 2026-07-28 connections, `subscriptions/listen` for tool-list changes (None when not offered)."""
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            return None  # handshake-era servers send notifications/tools/list_changed instead
+        try:
+            return await stack.enter_async_context(client.listen(tools_list_changed=True))
+        except Exception:
+            # Not offered (method not found), or refused: the server announces no changes. A broken
+            # connection shows up in the tool listing that follows.
+            return None
+
+    async def _hold(self, conn: _Connection, client: Client, subscription: Subscription | None) -> None:
+        """Keep the connection until stop or trouble, following tool-list changes meanwhile."""
+        async with anyio.create_task_group() as group:
+            if subscription is not None:
+                group.start_soon(self._follow, conn, client, subscription)
+            await conn.wake.wait()
+            group.cancel_scope.cancel()
+
+    async def _follow(self, conn: _Connection, client: Client, subscription: Subscription | None) -> None:
+        """Mark the tools stale on each change event. When the stream drops, ask the server whether it is
+        still there: a dead connection is broken (and restarted), a live one is listened to again."""
+        stack: AsyncExitStack | None = None
+        try:
+            while subscription is not None:
+                if not await _until_lost(conn, subscription):
+                    return
+                try:
+                    with anyio.fail_after(_PROBE_TIMEOUT_S):
+                        await client.list_tools()
+                except Exception:
+                    self._break(conn, self._gone_message(conn))  # the restart re-lists the tools
+                    return
+                conn.tools_stale = True  # alive: changes may have been missed while the stream was down
+                if stack is not None:
+                    await stack.aclose()
+                stack = AsyncExitStack()
+                subscription = await self._subscribe(client, stack)
+        finally:
+            if stack is not None:
+                await stack.aclose()
+
+    def _client(self, conn: _Connection, transport: Any) -> Client:
+        async def on_message(message: Any) -> None:
+            # Handshake-era servers announce tool-list changes as notifications.
+            if isinstance(message, types.ToolListChangedNotification):
+                conn.tools_stale = True
+
+        roots_callback = None
+        if conn.roots is not None:
+            roots = types.ListRootsResult(roots=conn.roots)
+
+            async def roots_callback(context: Any) -> types.ListRootsResult:
+                return roots
+
+        # The response cache only matters for re-listing, and `refresh()` must always see the server's list.
+        return Client(transport, cache=None, message_handler=on_message, list_roots_callback=roots_callback)
+
+    def _break(self, conn: _Connection, message: str) -> None:
+        """Mark the current connection broken: the runner drops it and restarts the server (if allowed)."""
+        if conn.trouble is None and conn.lost is None and not conn.stop.is_set():
+            conn.trouble = conn.last_trouble = message
+        conn.wake.set()
+
+    def _open_stderr_file(self, conn: _Connection, *, append: bool) -> IO[str]:
         assert self._stderr_dir is not None
         conn.stderr_path = self._stderr_dir / f"{conn.name}.stderr.log"
-        return open(conn.stderr_path, "w", encoding="utf-8")  # closed by the runner's exit stack
+        # Closed by the runner's exit stack; a restart appends, so earlier output stays readable.
+        f = open(conn.stderr_path, "a" if append else "w", encoding="utf-8")
+        if append:
+            f.write(f"--- restart {conn.restarts} ---\n")
+            f.flush()
+        return f
 
     async def _transport(self, conn: _Connection, stack: AsyncExitStack, stderr_file: IO[str] | None) -> Any:
         spec = conn.spec
@@ -278,8 +456,15 @@ class ToolHub:
     def _failure_message(self, conn: _Connection, what: str, *, starting: bool) -> str:
         kind = "command" if conn.spec.transport == "stdio" else conn.spec.transport
         head = f"MCP server {conn.name!r} ({kind}: {conn.spec.target})"
-        verb = "failed to start" if starting else "stopped working"
+        verb = ("failed to restart" if conn.restarts else "failed to start") if starting else "stopped working"
         return f"{head} {verb}: {what}{self._stderr_note(conn)}"
+
+    def _gone_message(self, conn: _Connection) -> str:
+        if conn.spec.transport == "stdio":
+            what = "the server process exited (or closed its stdout)"
+        else:
+            what = "the connection to the server closed"
+        return self._failure_message(conn, what, starting=False)
 
     def _startup_timeout_message(self, conn: _Connection) -> str:
         what = (
@@ -288,15 +473,32 @@ class ToolHub:
         )
         return self._failure_message(conn, what, starting=True)
 
+    def _restart_note(self, conn: _Connection) -> str:
+        if conn.lost is not None or conn.stop.is_set():
+            return ""
+        if conn.restarts < conn.spec.max_restarts:
+            what = "restarted" if conn.spec.transport == "stdio" else "reconnected"
+            return (f"\nThe server is being {what} (attempt {conn.restarts + 1} of {conn.spec.max_restarts}); "
+                    "call the tool again in a moment if you still need it.")
+        return "\nIt will not be restarted: its restart limit is used up."
+
+    def _unavailable(self, conn: _Connection) -> str:
+        if conn.lost is not None:
+            return conn.lost
+        if conn.trouble is not None:
+            return conn.trouble + self._restart_note(conn)
+        return "its server is not connected"
+
     # -- tool list -----------------------------------------------------------------------------------
 
-    def _build_tools(self) -> None:
+    def _build_tools(self) -> dict[str, _Route]:
         entries: list[tuple[_Connection, types.Tool]] = []
         for conn in self._conns.values():
             if conn.error is None:
                 entries.extend((conn, tool) for tool in conn.tools if _offered(conn.spec, tool.name))
         local_names = {tool.name for tool in self._local_tools}
         names = unique_names([(conn.name, tool.name) for conn, tool in entries], reserved=local_names)
+        routes: dict[str, _Route] = {}
         for name, (conn, tool) in zip(names, entries, strict=True):
             hints = tool.annotations
             description = tool.description or tool.title or ""
@@ -310,7 +512,7 @@ class ToolHub:
                 destructive=hints.destructive_hint if hints else None,
                 openai=to_openai_function(name, description, tool.input_schema),
             )
-            self._routes[name] = _Route(info, conn, None)
+            routes[name] = _Route(info, conn, None)
         for local in self._local_tools:
             info = ToolInfo(
                 name=local.name,
@@ -322,9 +524,42 @@ class ToolHub:
                 destructive=None,
                 openai=to_openai_function(local.name, local.description, local.input_schema),
             )
-            self._routes[local.name] = _Route(info, None, local)
-        self._tools = [route.info for route in self._routes.values()]
+            routes[local.name] = _Route(info, None, local)
+        return routes
+
+    def _install_tools(self, routes: dict[str, _Route]) -> None:
+        self._routes = routes
+        self._tools = [route.info for route in routes.values()]
         self._openai_tools = [info.openai for info in self._tools]
+
+    async def refresh(self) -> bool:
+        """Re-list the tools of servers that announced a change; True when the offered tool list changed.
+
+        Call it between steps: on True, `openai_tools` is a new list (re-serialise it); on False the
+        same list object stays, so the prompt prefix stays byte-stable. Servers that are restarting keep
+        their flag until they are back.
+        """
+        for conn in self._conns.values():
+            if not conn.tools_stale:
+                continue
+            client = conn.client
+            if conn.lost is not None or conn.error is not None:
+                conn.tools_stale = False
+                continue
+            if client is None or conn.trouble is not None:
+                continue
+            conn.tools_stale = False  # a change announced while listing sets it again
+            try:
+                with anyio.fail_after(conn.spec.startup_timeout):
+                    conn.tools = await _list_all_tools(client)
+            except Exception:
+                continue  # a dead connection shows up in the next call; keep the tools we have
+        routes = self._build_tools()
+        if [r.info.openai for r in routes.values()] == self._openai_tools:
+            return False
+        self._install_tools(routes)
+        self._tools_version += 1
+        return True
 
     # -- calls ---------------------------------------------------------------------------------------
 
@@ -344,19 +579,22 @@ class ToolHub:
         conn = route.conn
         assert conn is not None
         client = conn.client
-        if conn.lost is not None or client is None:
-            return error_outcome(f"Tool {name} is unavailable: {conn.lost or 'its server is not connected'}")
+        if client is None or conn.lost is not None or conn.trouble is not None:
+            return error_outcome(f"Tool {name} is unavailable: {self._unavailable(conn)}")
+        generation = conn.generation
         with anyio.move_on_after(conn.tool_timeout):
             try:
                 result = await client.call_tool(route.info.tool, args)
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
-                    return error_outcome(self._server_gone(conn, name))
+                    return error_outcome(await self._server_gone(conn, name, generation))
                 if exc.code == REQUEST_TIMEOUT:
                     return error_outcome(f"Tool {name} timed out ({exc.message}).")
                 return error_outcome(f"Tool {name} failed: MCP error {exc.code}: {exc.message}")
             except Exception as exc:
-                # E.g. RuntimeError from the SDK's output-schema check, or an HTTP transport error.
+                if conn.spec.transport != "stdio" and _is_transport_error(exc):
+                    return error_outcome(await self._server_gone(conn, name, generation))
+                # E.g. RuntimeError from the SDK's output-schema check.
                 return error_outcome(f"Tool {name} failed: {_describe(exc)}")
             return outcome_from_result(result)
         # The SDK sends notifications/cancelled when the scope above is cancelled, so the server stops too.
@@ -365,16 +603,17 @@ class ToolHub:
             "Try a smaller request, or a different approach."
         )
 
-    def _server_gone(self, conn: _Connection, name: str) -> str:
-        if conn.lost is None:
-            if conn.spec.transport == "stdio":
-                what = "the server process exited (or closed its stdout) during the call"
-            else:
-                what = "the connection to the server closed during the call"
-            conn.lost = self._failure_message(conn, what, starting=False)
-            # Let the runner close the transport now: reaps the dead process instead of waiting for the hub to close.
-            conn.stop.set()
-        return f"Tool {name} failed: {conn.lost}"
+    async def _server_gone(self, conn: _Connection, name: str, generation: int) -> str:
+        if conn.generation == generation and conn.trouble is None and conn.lost is None:
+            # The runner may be about to record the transport's own error (HTTP), which says more.
+            with anyio.move_on_after(_GONE_GRACE_S):
+                await conn.wake.wait()
+            if conn.generation == generation:
+                self._break(conn, self._gone_message(conn))
+        if conn.generation != generation and conn.trouble is None and conn.lost is None:
+            return (f"Tool {name} failed: {conn.last_trouble or self._gone_message(conn)}\n"
+                    "The server has been restarted since; call the tool again if you still need it.")
+        return f"Tool {name} failed: {self._unavailable(conn)}"
 
     def _unknown_tool_message(self, name: str) -> str:
         names = list(self._routes)
@@ -387,6 +626,43 @@ class ToolHub:
 
 
 # -- module helpers ------------------------------------------------------------------------------------
+
+
+def _roots_for(spec: ServerSpec, hub_roots: Sequence[str | os.PathLike[str]] | None) -> list[types.Root] | None:
+    """The roots offered to one server: its own `roots`, else the hub's, else (stdio) its working directory.
+
+    Remote servers get no default: a local path says nothing useful to them and need not leave the machine.
+    """
+    base = Path(spec.cwd) if spec.cwd else Path.cwd()
+    if spec.roots is not None:
+        paths = [base / root for root in spec.roots]
+    elif hub_roots is not None:
+        paths = [Path(root) for root in hub_roots]
+    elif spec.transport == "stdio":
+        paths = [base]
+    else:
+        paths = []
+    if not paths:
+        return None
+    resolved = [path.resolve() for path in paths]
+    return [types.Root(uri=path.as_uri(), name=path.name or str(path)) for path in resolved]
+
+
+async def _until_lost(conn: _Connection, subscription: Subscription) -> bool:
+    """Follow change events; True when the stream dropped, False when it ended on purpose (or oddly)."""
+    try:
+        async for event in subscription:
+            if isinstance(event, ToolsListChanged):
+                conn.tools_stale = True
+    except SubscriptionLost:
+        return True
+    except Exception:
+        pass  # an odd stream ends the following, not the connection
+    return False
+
+
+def _tool_key(tools: list[types.Tool]) -> list[dict[str, Any]]:
+    return [tool.model_dump(mode="json") for tool in tools]
 
 
 def _offered(spec: ServerSpec, tool: str) -> bool:
@@ -477,6 +753,19 @@ def _describe(exc: BaseException) -> str:
         else:
             parts.append(f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__)
     return "; ".join(dict.fromkeys(parts))
+
+
+def _describe_loss(conn: _Connection, exc: BaseException) -> str:
+    if conn.spec.transport == "stdio":
+        return f"the server process exited or its connection failed ({_describe(exc)})"
+    return f"the connection failed: {_describe(exc)}"
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """True for errors that mean the connection itself is gone (refused, reset, closed streams)."""
+    transport_errors = (httpx2.TransportError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError,
+                        anyio.EndOfStream)
+    return any(isinstance(leaf, transport_errors) for leaf in _leaf_exceptions(exc))
 
 
 def _describe_startup(exc: BaseException) -> str:

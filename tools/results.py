@@ -72,14 +72,18 @@ def _carried_by_text(structured: Any, texts: list[str]) -> bool:
     """Whether the text blocks already say what the structured content says.
 
     MCPServer sends both: a model as pretty JSON text, a scalar `{"result": x}` as the text of x,
-    a list `{"result": [..]}` as one text block per item.
+    a list `{"result": [..]}` as one text block per item; the reference TypeScript servers send
+    `{"content": text}` beside the same text.
     """
     if not texts:
         return False
     values = [_as_value(t) for t in texts]
     candidates = [structured]
-    if isinstance(structured, dict) and len(structured) == 1 and "result" in structured:
-        candidates.append(structured["result"])
+    if isinstance(structured, dict) and len(structured) == 1:
+        (only,) = structured.values()
+        candidates.append(only)
+        if only == "\n".join(texts):
+            return True
     for candidate in candidates:
         if any(v == candidate or t == candidate for v, t in zip(values, texts, strict=True)):
             return True
