@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-import yaml
 from mcp.server import MCPServer
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
@@ -49,7 +48,9 @@ from .task import (
     bind_workspace,
     describe_validation_error,
     load_task,
+    read_yaml_mapping,
     resolve_task_paths,
+    validate_file,
 )
 from .trace import read_trace
 from .usage import ModeStats, Usage
@@ -81,24 +82,8 @@ class ServeConfig(TaskSpec):
 def load_config(path: str | Path) -> ServeConfig:
     """Read an agent.yaml; relative paths in it are resolved against its folder."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping (model, think, servers, limits, ...), got {type(data).__name__}")
-    try:
-        config = ServeConfig.model_validate(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_validation_error(exc, ServeConfig)}") from None
+    data = read_yaml_mapping(path, "config file", "model, think, servers, limits, ...")
+    config = validate_file(path, ServeConfig, data)
     base = path.parent.resolve()
     # Paths resolve as in a task file, except that a server without a cwd keeps none: each run fills in its
     # workspace (bind_workspace).

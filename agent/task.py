@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +20,7 @@ from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .think import think_policy
 
 DEFAULT_MODEL = "deepseek:deepseek-flash"
+M = TypeVar("M", bound=BaseModel)
 
 
 class TaskSpec(BaseModel):
@@ -78,10 +79,16 @@ class TaskSpec(BaseModel):
 def load_task(path: str | Path) -> TaskSpec:
     """Read a task file; relative paths inside it are resolved against its folder."""
     path = Path(path)
+    spec = validate_file(path, TaskSpec, read_yaml_mapping(path, "task file", "at least a 'prompt' field"))
+    return resolve_task_paths(spec, path.parent.resolve())
+
+
+def read_yaml_mapping(path: Path, what: str, expected: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; errors name the file (and the line for syntax errors)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such task file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     try:
@@ -91,15 +98,21 @@ def load_task(path: str | Path) -> TaskSpec:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with at least a 'prompt' field, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping with {expected}, got {type(data).__name__}")
+    return data
+
+
+def validate_file(path: Path, model: type[M], data: dict[str, Any]) -> M:
+    """`model` from a file's data; errors name the file, the field and what was expected."""
     try:
-        spec = TaskSpec.model_validate(data)
+        return model.model_validate(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_validation_error(exc, TaskSpec)}") from None
-    return resolve_task_paths(spec, path.parent.resolve())
+        raise ConfigError(f"{path}: {describe_validation_error(exc, model)}") from None
 
 
 def resolve_task_paths(spec: TaskSpec, base: Path) -> TaskSpec:
