@@ -14,7 +14,7 @@ def test_prints_claude_desktop_entries_with_absolute_paths(tmp_path):
     assert set(servers) == {"agent-files", "agent-shell", "agent-web", "deepseek-agent-agent"}
     files = servers["agent-files"]
     assert files["command"].startswith("/") and files["args"][-3:] == ["server", "files", str(tmp_path.resolve())]
-    assert servers["deepseek-agent-agent"]["args"][-1] == "serve"
+    assert servers["deepseek-agent-agent"]["args"][-3:] == ["serve", "--workspace", str(tmp_path.resolve())]
 
 
 def test_vscode_uses_servers_with_a_type(tmp_path):
