@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--exclude", action="append", default=[], help="gitignore-style glob (repeatable)")
     pack.add_argument("--depth", type=int, default=1, help="folder depth of the token breakdown")
     pack.add_argument("--out", type=Path, help="also write the snapshot text to this file")
+    counting = pack.add_mutually_exclusive_group()
+    counting.add_argument("--tokenizer", type=Path, help="count with this Hugging Face tokenizer.json (exact)")
+    counting.add_argument("--tokenize-url", metavar="URL", help="count with a vLLM server's /tokenize (exact)")
 
     scripted = sub.add_parser(
         "scripted-server", help="serve a scripted OpenAI-compatible model (tests and demos)",
@@ -204,11 +207,15 @@ def _config(args: argparse.Namespace) -> int:
 
 def _pack(args: argparse.Namespace) -> int:
     from .repo import RepoSpec, pack_repos
+    from .tokens import make_counter
 
     specs = [RepoSpec(path=p, include=args.include, exclude=args.exclude) for p in args.paths]
-    pack = pack_repos(specs, budget_tokens=args.budget, max_file_tokens=args.max_file_tokens)
+    count = make_counter("server" if args.tokenize_url else args.tokenizer, base_url=args.tokenize_url)
+    pack = pack_repos(specs, budget_tokens=args.budget, max_file_tokens=args.max_file_tokens, count=count)
     full = sum(f.status == "full" for f in pack.files)
-    print(f"snapshot: {pack.tokens:,} tokens (budget {args.budget:,}), {len(pack.files)} text files, {full} in full")
+    how = "tokenizer file" if args.tokenizer else "server /tokenize" if args.tokenize_url else "estimate"
+    print(f"snapshot: {pack.tokens:,} tokens ({how}; budget {args.budget:,}), {len(pack.files)} text files, "
+          f"{full} in full")
     print("tokens by folder (before fallback):")
     for folder, tokens in pack.tokens_by_folder(args.depth).items():
         print(f"  {tokens:>12,}  {folder}")

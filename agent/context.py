@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .repo import Pack, RepoSpec, estimate_tokens, pack_repos
+from .repo import Pack, RepoSpec, pack_repos
+from .tokens import make_counter
 
 Render = Callable[[dict[str, Any]], bytes]
 Summarise = Callable[[list[dict[str, Any]]], Awaitable[str]]
@@ -74,6 +75,10 @@ class ContextConfig(BaseModel):
     repos: list[RepoSpec] = Field(default_factory=list, description="Repositories packed into the first message")
     repo_budget_tokens: int = Field(400_000, ge=1000, description="Token budget of the repository snapshot")
     max_file_tokens: int = Field(60_000, ge=100, description="Files above this are packed as outlines")
+    tokenizer: str | None = Field(
+        None, description="How snapshot tokens are counted: a tokenizer.json path, 'server' (vLLM /tokenize), "
+                          "or null for an estimate"
+    )
 
 
 class OutputStore:
@@ -285,10 +290,11 @@ def transcript(messages: list[dict[str, Any]], limit_chars: int) -> str:
     return "\n\n".join(lines)
 
 
-def snapshot(config: ContextConfig) -> tuple[str, RepoTracker | None]:
+def snapshot(config: ContextConfig, *, base_url: str | None = None, model: str = "") -> tuple[str, RepoTracker | None]:
     """The repository snapshot text for the first message, and the tracker for later diffs."""
     if not config.repos:
         return "", None
+    count = make_counter(config.tokenizer, base_url=base_url, model=model)
     pack = pack_repos(config.repos, budget_tokens=config.repo_budget_tokens, max_file_tokens=config.max_file_tokens,
-                      count=estimate_tokens)
+                      count=count)
     return pack.text, RepoTracker.from_pack(pack)

@@ -204,7 +204,8 @@ class Agent:
 
         with_tools = bool(hub.openai_tools)
         conversation = Conversation(lambda m: model.render(m, with_tools=with_tools))
-        repo_text, tracker = snapshot(self.context)
+        repo_text, tracker = await anyio.to_thread.run_sync(
+            lambda: snapshot(self.context, base_url=model.config.resolved_base_url(), model=model.model))
         keeper = ContextKeeper(self.context, OutputStore(self._outputs_folder(run_id)), tracker=tracker)
         if history:
             for message in history:

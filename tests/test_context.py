@@ -183,3 +183,47 @@ async def test_context_status_tool_reports_the_window(tmp_path):
         status = json.loads(next(m["content"] for m in server.requests[-1].body["messages"] if m["role"] == "tool"))
     assert status["window_tokens"] == 50_000 and 0 < status["tokens_used"] < 50_000
     assert status["compact_at_tokens"] == 37_500 and status["compactions"] == []
+
+
+def make_tokenizer(path: Path) -> Path:
+    """A small word-level tokenizer.json, built offline with the tokenizers library."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"[UNK]": 0, "def": 1, "add": 2, "return": 3}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(path))
+    return path
+
+
+def test_packing_counts_exactly_with_a_tokenizer_file(tmp_path):
+    from agent.tokens import tokenizer_file_counter
+
+    count = tokenizer_file_counter(make_tokenizer(tmp_path / "tokenizer.json"))
+    assert count("def add(a, b):") == 7  # def, add, (, a, ",", b, "):"
+    pack = pack_repos([RepoSpec(path=make_repo(tmp_path / "repo"))], budget_tokens=10**6, count=count)
+    core = next(f for f in pack.files if f.path == "src/pkg/core.py")
+    assert core.tokens == count(core.text) != int(len(core.text) / 3.6) + 1
+
+
+def test_packing_counts_with_a_vllm_servers_tokenize(tmp_path):
+    from agent.tokens import make_counter
+
+    with ScriptedModelServer([], dialect="vllm") as server:
+        count = make_counter("server", base_url=server.url, model="m")
+        assert count("x" * 400) == 100  # the scripted server counts 4 characters per token
+        requests = [r.path for r in server.requests]
+    assert requests == ["/tokenize"]
+
+
+def test_agent_pack_prints_the_breakdown_with_the_chosen_counter(tmp_path):
+    from tests.test_cli_run import run_cli
+
+    repo = make_repo(tmp_path / "repo")
+    tokenizer = make_tokenizer(tmp_path / "tokenizer.json")
+    proc = run_cli("pack", str(repo), "--budget", "2000", "--tokenizer", str(tokenizer), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "(tokenizer file; budget 2,000)" in proc.stdout and "repo/src" in proc.stdout
+    assert "outline  repo/src/pkg/big.py" in proc.stdout or "omitted  repo/src/pkg/big.py" in proc.stdout
