@@ -1,5 +1,5 @@
-"""Figures for the files MCP server: start-up, stdio round trip, and content search against grep -rn.
-
+"""Figures for our MCP servers: start-up of files, shell and web; the files server's stdio round trip and its
+content search against grep -rn.
     python benchmarks/files_server.py [--files 50000] [--calls 200] [--repeat 3]
 
 Start-up is spawn -> answer to a raw JSON-RPC `initialize` (median of 5). The round trip is
@@ -62,8 +62,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def startup_seconds(root: Path) -> float:
-    """Spawn the server and time until it answers `initialize` on stdin/stdout."""
+def startup_seconds(server_args: list[str]) -> float:
+    """Spawn `python -m <server_args>` and time until it answers `initialize` on stdin/stdout."""
     request = {
         "jsonrpc": "2.0",
         "id": 1,
@@ -76,7 +76,7 @@ def startup_seconds(root: Path) -> float:
     }
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servers.files", str(root)],
+        [sys.executable, "-m", *server_args],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -151,11 +151,14 @@ def main() -> None:
         small = folder / "small"
         small.mkdir()
         (small / "a.txt").write_text("hello\n")
-        starts = [startup_seconds(small) for _ in range(5)]
-        print(
-            f"start-up (spawn -> initialize answered): median {statistics.median(starts) * 1000:.0f} ms, "
-            f"min {min(starts) * 1000:.0f} ms, max {max(starts) * 1000:.0f} ms (5 runs)"
-        )
+        for name, server_args in (("files", ["servers.files", str(small)]),
+                                  ("shell", ["servers.shell", str(small)]), ("web", ["servers.web"])):
+            starts = [startup_seconds(server_args) for _ in range(5)]
+            print(
+                f"{name} server start-up (spawn -> initialize answered): median "
+                f"{statistics.median(starts) * 1000:.0f} ms, min {min(starts) * 1000:.0f} ms, "
+                f"max {max(starts) * 1000:.0f} ms (5 runs)"
+            )
 
         times = anyio.run(round_trips, small, args.calls)
         print(
