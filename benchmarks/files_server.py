@@ -1,5 +1,6 @@
 """Figures for our MCP servers: start-up of files, shell and web; the files server's stdio round trip and its
 content search against grep -rn.
+
     python benchmarks/files_server.py [--files 50000] [--calls 200] [--repeat 3]
 
 Start-up is spawn -> answer to a raw JSON-RPC `initialize` (median of 5). The round trip is
