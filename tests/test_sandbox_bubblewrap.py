@@ -86,10 +86,16 @@ def host_has(path: str) -> bool:
 
 
 def host_addresses() -> list[str]:
-    """The host's IPv4 addresses: loopback and every interface's."""
+    """This host's IPv4 addresses on loopback and on the bridges our own dockerd made (docker0, br-*).
+
+    Never the machine's own network interfaces: tests send traffic only to loopback and to the network
+    namespaces the project created.
+    """
     found = {"127.0.0.1"}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         for _, name in socket.if_nameindex():
+            if not name.startswith(("docker", "br-")):
+                continue
             with contextlib.suppress(OSError):
                 packed = fcntl.ioctl(
                     probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
