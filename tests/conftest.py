@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,3 +90,71 @@ def demo_sse_url() -> Iterator[str]:
     port = free_port()
     with running_server([str(DEMO_SERVER), "--sse", str(port)], port):
         yield f"http://127.0.0.1:{port}/sse"
+
+
+# --- network checks from inside sandboxes -------------------------------------------------------------
+
+
+def host_addresses() -> list[str]:
+    """This host's IPv4 addresses on loopback and on the bridges our own dockerd made (docker0, br-*).
+
+    Never the machine's own network interfaces: tests send traffic only to loopback and to the network
+    namespaces the project created.
+    """
+    found = {"127.0.0.1"}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            if not name.startswith(("docker", "br-")):
+                continue
+            with contextlib.suppress(OSError):
+                packed = fcntl.ioctl(
+                    probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
+                )  # SIOCGIFADDR
+                found.add(socket.inet_ntoa(packed[20:24]))
+    return sorted(found)
+
+
+@contextmanager
+def listener() -> Iterator[tuple[int, list[str]]]:
+    """A TCP server on 0.0.0.0 (all host addresses) that records who connected."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+    server.settimeout(0.2)
+    peers: list[str] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                conn, peer = server.accept()
+                peers.append(peer[0])
+                conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], peers
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+
+
+def host_has(path: str) -> bool:
+    """Whether a path exists on the host (a dangling symlink counts)."""
+    return os.path.lexists(path)
+
+
+def connect_script(addresses: list[str], port: int, *, python: str = "python3") -> list[str]:
+    """An argv that tries a TCP connection to each address and prints `<host> connected` or `<host> failed`."""
+    code = (
+        "import socket\n"
+        f"for host in {addresses!r}:\n"
+        "    try:\n"
+        f"        socket.create_connection((host, {port}), timeout=2).close(); print(host, 'connected')\n"
+        "    except OSError as e:\n"
+        "        print(host, 'failed', e)\n"
+    )
+    return [python, "-c", code]

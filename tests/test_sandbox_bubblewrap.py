@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import child_pids
+from conftest import child_pids, connect_script, host_addresses, host_has, listener
 from shell_suite import ALL_CHECKS, beating, heartbeat, until
 
 from runtime import bubblewrap
@@ -81,69 +76,6 @@ def entries(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir()]
 
 
-def host_has(path: str) -> bool:
-    return os.path.lexists(path)
-
-
-def host_addresses() -> list[str]:
-    """This host's IPv4 addresses on loopback and on the bridges our own dockerd made (docker0, br-*).
-
-    Never the machine's own network interfaces: tests send traffic only to loopback and to the network
-    namespaces the project created.
-    """
-    found = {"127.0.0.1"}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for _, name in socket.if_nameindex():
-            if not name.startswith(("docker", "br-")):
-                continue
-            with contextlib.suppress(OSError):
-                packed = fcntl.ioctl(
-                    probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
-                )  # SIOCGIFADDR
-                found.add(socket.inet_ntoa(packed[20:24]))
-    return sorted(found)
-
-
-@contextlib.contextmanager
-def listener() -> Iterator[tuple[int, list[str]]]:
-    """A TCP server on 0.0.0.0 (all host addresses) that records who connected."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 0))
-    server.listen()
-    server.settimeout(0.2)
-    peers: list[str] = []
-    done = threading.Event()
-
-    def accept() -> None:
-        while not done.is_set():
-            with contextlib.suppress(OSError):
-                conn, peer = server.accept()
-                peers.append(peer[0])
-                conn.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1], peers
-    finally:
-        done.set()
-        thread.join()
-        server.close()
-
-
-def connect_script(addresses: list[str], port: int) -> list[str]:
-    code = (
-        "import socket\n"
-        f"for host in {addresses!r}:\n"
-        "    try:\n"
-        f"        socket.create_connection((host, {port}), timeout=2).close(); print(host, 'connected')\n"
-        "    except OSError as e:\n"
-        "        print(host, 'failed', e)\n"
-    )
-    return ["/usr/bin/python3", "-c", code]
-
-
 # --- the contract -------------------------------------------------------------------------------------
 
 
@@ -186,7 +118,7 @@ async def test_host_files_outside_the_workspace_are_not_visible(
 async def test_network_is_off_by_default(sandbox: BubblewrapSandbox) -> None:
     addresses = host_addresses()
     with listener() as (port, peers):
-        result = await sandbox.exec(connect_script(addresses, port), timeout=30)
+        result = await sandbox.exec(connect_script(addresses, port, python="/usr/bin/python3"), timeout=30)
     assert result.ok, result
     assert "connected" not in result.stdout, result.stdout
     assert peers == []
@@ -195,7 +127,7 @@ async def test_network_is_off_by_default(sandbox: BubblewrapSandbox) -> None:
 async def test_network_on_when_the_spec_asks(workspace: Path) -> None:
     async with BubblewrapSandbox(workspace, SandboxSpec(kind="bubblewrap", network=True)) as box:
         with listener() as (port, peers):
-            result = await box.exec(connect_script(["127.0.0.1"], port), timeout=30)
+            result = await box.exec(connect_script(["127.0.0.1"], port, python="/usr/bin/python3"), timeout=30)
     assert "127.0.0.1 connected" in result.stdout, result
     assert peers
 

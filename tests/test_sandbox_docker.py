@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import socket
-import struct
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
+from conftest import connect_script, host_addresses, host_has, listener
 from shell_suite import ALL_CHECKS, until
 
 from runtime.docker import LABEL, OWNER_LABEL, RUN_LABEL, DockerSandbox, prune_containers
@@ -77,69 +75,6 @@ async def sandbox(workspace: Path):
 def labelled(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
     label = f"{RUN_LABEL}={run_id}" if run_id else f"{LABEL}=1"
     return [c.id for c in client.containers.list(all=True, filters={"label": label})]
-
-
-def host_addresses() -> list[str]:
-    """This host's IPv4 addresses on loopback and on the bridges our own dockerd made (docker0, br-*).
-
-    Never the machine's own network interfaces: tests send traffic only to loopback and to the network
-    namespaces the project created.
-    """
-    found = {"127.0.0.1"}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for _, name in socket.if_nameindex():
-            if not name.startswith(("docker", "br-")):
-                continue
-            with contextlib.suppress(OSError):
-                packed = fcntl.ioctl(
-                    probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
-                )  # SIOCGIFADDR
-                found.add(socket.inet_ntoa(packed[20:24]))
-    return sorted(found)
-
-
-@contextlib.contextmanager
-def listener() -> Iterator[tuple[int, list[str]]]:
-    """A TCP server on 0.0.0.0 (all host addresses) that records who connected."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 0))
-    server.listen()
-    server.settimeout(0.2)
-    peers: list[str] = []
-    done = threading.Event()
-
-    def accept() -> None:
-        while not done.is_set():
-            with contextlib.suppress(OSError):
-                conn, peer = server.accept()
-                peers.append(peer[0])
-                conn.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1], peers
-    finally:
-        done.set()
-        thread.join()
-        server.close()
-
-
-def host_has(path: str) -> bool:
-    return os.path.lexists(path)
-
-
-def connect_script(addresses: list[str], port: int) -> list[str]:
-    code = (
-        "import socket,sys\n"
-        f"for host in {addresses!r}:\n"
-        "    try:\n"
-        f"        socket.create_connection((host, {port}), timeout=2).close(); print(host, 'connected')\n"
-        "    except OSError as e:\n"
-        "        print(host, 'failed', e)\n"
-    )
-    return ["python3", "-c", code]
 
 
 # --- the contract -------------------------------------------------------------------------------------
@@ -378,7 +313,6 @@ async def test_container_of_a_crashed_agent_removes_itself(workspace, client) ->
 
 
 async def test_prune_removes_containers_of_dead_agents_and_keeps_live_ones(client) -> None:
-    import socket
 
     finished = await asyncio.create_subprocess_exec("true")
     await finished.wait()  # its pid names an agent process that no longer exists
