@@ -47,6 +47,23 @@ def child_pids(parent: int | None = None) -> set[int]:
     return pids
 
 
+def alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (this machine's PID 1 may never reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An empty workspace folder for a sandbox."""
+    folder = tmp_path / "workspace"
+    folder.mkdir()
+    return folder
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

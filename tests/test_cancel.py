@@ -7,24 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import anyio
 
 from agent import Agent, result_from_trace
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
-from tests.conftest import DEMO_SERVER, child_pids
+from tests.conftest import DEMO_SERVER, alive, child_pids
 from tests.test_cli_run import AGENT, write_task
 
 SLOW = [ScriptedTurn(tool_calls=[ScriptedToolCall("demo__slow", {"seconds": 60})]), ScriptedTurn(content="never")]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def descendants(pid: int) -> set[int]:

@@ -50,13 +50,6 @@ def bwrap_available() -> None:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    folder = tmp_path / "workspace"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 async def sandbox(workspace: Path):
     async with BubblewrapSandbox(workspace) as box:
         yield box

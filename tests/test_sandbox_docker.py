@@ -60,13 +60,6 @@ def client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    folder = tmp_path / "workspace"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 async def sandbox(workspace: Path):
     async with DockerSandbox(workspace) as box:
         yield box

@@ -9,21 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import child_pids
+from conftest import alive, child_pids
 from shell_suite import ALL_CHECKS, beating, heartbeat, until
 
 from runtime import local
 from runtime.local import LocalSandbox, _Capture
 from runtime.sandbox import Sandbox, SandboxError, SandboxSpec, elide
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 async def wait_dead(*pids: int, timeout: float = 5.0) -> list[int]:
@@ -39,13 +30,6 @@ def words(path: Path) -> list[str]:
 async def read_pids(path: Path, count: int) -> list[int]:
     assert await until(lambda: len(words(path)) >= count), f"{path} never held {count} pids"
     return [int(w) for w in words(path)[:count]]
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    folder = tmp_path / "workspace"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture

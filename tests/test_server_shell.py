@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import pytest
-from conftest import free_port, running_server
+from conftest import alive, free_port, running_server
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
@@ -43,15 +43,6 @@ RESTRICTED = [
     "--timeout-default",
     "1",
 ]
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie (this machine's PID 1 may never reap orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def gone(*pids: int, timeout: float = 5.0) -> bool:

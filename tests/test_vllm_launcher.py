@@ -30,7 +30,7 @@ from runtime.vllm import (
     plan_launch,
     resolve_model,
 )
-from tests.conftest import SERVERS_DIR, free_port
+from tests.conftest import SERVERS_DIR, alive, free_port
 
 FAKE_VLLM = SERVERS_DIR / "fake_vllm.py"
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +49,6 @@ V4_DEFAULTS = [
     "--default-chat-template-kwargs.thinking=true", "--default-chat-template-kwargs.reasoning_effort=high",
 ]
 HOST_PORT = ["--host", "127.0.0.1", "--port", "8000"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def fake_command(*fake_args: str, port: int, model: str = "v4-flash", **options) -> list[str]:
