@@ -9,9 +9,6 @@ from pydantic import BaseModel, Field
 
 from .usage import ModeStats, Usage
 
-STOP_REASONS = ("answer", "claim_done", "max_steps", "max_tool_calls", "wall_time", "token_budget", "error",
-                "cancelled", "incomplete")
-
 
 class RunResult(BaseModel):
     """What a run produced.
