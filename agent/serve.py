@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
+import platformdirs
 from mcp.server import MCPServer
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
@@ -54,6 +55,7 @@ from .task import (
 )
 from .trace import read_trace
 from .usage import ModeStats, Usage
+from .version import package_version
 
 TOKEN_ENV = "AGENT_SERVE_TOKEN"
 DEFAULT_PORT = 8765
@@ -76,7 +78,17 @@ class ServeConfig(TaskSpec):
     """
 
     prompt: str = Field("", description="Ignored: each run's prompt comes from the host")
-    runs_dir: Path | None = Field(None, description="Where traces are written and read back (default ./runs)")
+    runs_dir: Path | None = Field(None, description="Where traces are written and read back (default: the "
+                                  "per-user state folder, see default_runs_dir)")
+
+
+def default_runs_dir() -> Path:
+    """Where `agent serve` keeps traces when neither --runs-dir nor the config names a folder.
+
+    A per-user state folder (e.g. ~/.local/state/deepseek-agent/runs on Linux), never the working directory:
+    hosts start servers with cwd `/` (Claude Desktop) or wherever they were launched.
+    """
+    return Path(platformdirs.user_state_dir("deepseek-agent", appauthor=False)) / "runs"
 
 
 def load_config(path: str | Path) -> ServeConfig:
@@ -202,7 +214,7 @@ class AgentService:
     def __init__(self, config: ServeConfig | None = None, *, runs_dir: Path | None = None,
                  model: str | None = None, workspace: Path | None = None):
         self.config = config or ServeConfig()
-        self.runs_dir = (runs_dir or self.config.runs_dir or Path("runs")).resolve()
+        self.runs_dir = (runs_dir or self.config.runs_dir or default_runs_dir()).resolve()
         self.default_model = model
         self.default_workspace = workspace
         """The workspace of prompt runs that name none."""
@@ -237,11 +249,7 @@ class AgentService:
                        if spec.command is not None and spec.cwd is None else spec
                        for name, spec in task.servers.items()}
             return task.model_copy(update={"servers": servers})
-        task = bind_workspace(task, workspace)
-        servers = {name: spec.model_copy(update={"roots": [str(workspace)]})
-                   if spec.command is not None and spec.roots is None else spec
-                   for name, spec in task.servers.items()}
-        return task.model_copy(update={"servers": servers})
+        return bind_workspace(task, workspace)
 
     def limits_for(self, base: Limits, **overrides: float | int | None) -> Limits:
         updates = {k: v for k, v in overrides.items() if v is not None}
@@ -415,7 +423,7 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
             issuer_url=AnyHttpUrl(issuer_url or "http://127.0.0.1"), resource_server_url=None,
         ))
     server = MCPServer(
-        "deepseek-agent", title="DeepSeek V4 agent",
+        "deepseek-agent", title="DeepSeek V4 agent", version=package_version(),
         instructions="Hands a task to an autonomous DeepSeek V4 agent that works through its own MCP tools. "
         "`run` takes a prompt, `run_task` a task file; both report progress per step and return the answer, "
         "stop reason, usage, cost and trace. `list_runs` and `read_run` show past runs.",
@@ -612,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", type=Path, metavar="DIR",
                         help="workspace of prompt runs that name none (default: the config's, else a fresh one)")
     parser.add_argument("--runs-dir", type=Path, help="where traces go and are read from (default: the config's "
-                        "runs_dir, else ./runs)")
+                        f"runs_dir, else {default_runs_dir()})")
     parser.add_argument("--model", default=None, help="default model when the config sets none "
                         "(default: $AGENT_MODEL, else " + DEFAULT_MODEL + ")")
     return parser

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runtime.sandbox import SandboxSpec
 from runtime.workspace import WorkspaceSpec
-from tools.config import ServerSpec, load_mcp_config, parse_servers
+from tools.config import ServerSpec, expand_secrets, load_mcp_config, parse_servers
 
 from .context import ContextConfig
 from .errors import ConfigError
@@ -67,6 +67,9 @@ class TaskSpec(BaseModel):
     @field_validator("servers", mode="before")
     @classmethod
     def _servers(cls, value: Any) -> dict[str, ServerSpec]:
+        if isinstance(value, dict):
+            keep = frozenset({WORKSPACE_VAR[2:-1]})
+            value = {name: expand_secrets(entry, where=f"servers.{name}", keep=keep) for name, entry in value.items()}
         return parse_servers(value or {}, where="servers")
 
     def all_servers(self) -> dict[str, ServerSpec]:
@@ -179,7 +182,8 @@ def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
     servers: dict[str, ServerSpec] = {}
     for name, server in task.servers.items():
         update: dict[str, Any] = {"args": [bind(a) for a in server.args],
-                                  "env": {k: bind(v) for k, v in server.env.items()}}
+                                  "env": {k: bind(v) for k, v in server.env.items()},
+                                  "roots": None if server.roots is None else [bind(r) for r in server.roots]}
         if server.command is not None:
             update["command"] = bind(server.command)
             update["cwd"] = bind(server.cwd) if server.cwd and WORKSPACE_VAR in server.cwd else (server.cwd or root)

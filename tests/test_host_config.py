@@ -11,10 +11,10 @@ def test_prints_claude_desktop_entries_with_absolute_paths(tmp_path):
     proc = run_cli("config", "mcp", "--client", "claude-desktop", "--root", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     servers = json.loads(proc.stdout)["mcpServers"]
-    assert set(servers) == {"agent-files", "agent-shell", "agent-web", "deepseek-agent-agent"}
+    assert set(servers) == {"agent-files", "agent-shell", "agent-web", "deepseek-agent"}
     files = servers["agent-files"]
     assert files["command"].startswith("/") and files["args"][-3:] == ["server", "files", str(tmp_path.resolve())]
-    assert servers["deepseek-agent-agent"]["args"][-3:] == ["serve", "--workspace", str(tmp_path.resolve())]
+    assert servers["deepseek-agent"]["args"][-3:] == ["serve", "--workspace", str(tmp_path.resolve())]
 
 
 def test_vscode_uses_servers_with_a_type(tmp_path):

@@ -165,8 +165,16 @@ async def test_a_change_notice_that_changes_nothing_keeps_the_prefix_byte_stable
 
 
 @pytest.mark.parametrize("flags", [[], ["--legacy"]])
-async def test_roots_default_to_the_server_working_directory(tmp_path, flags):
+async def test_no_roots_are_offered_unless_asked_for(tmp_path, flags):
     async with make_hub({"ch": {"command": PY, "args": [CHANGING, *flags], "cwd": str(tmp_path)}}) as hub:
+        refused = await hub.call("ch__roots", {})
+        assert refused.is_error and "roots capability" in refused.text
+
+
+@pytest.mark.parametrize("flags", [[], ["--legacy"]])
+async def test_roots_named_by_the_entry_are_offered(tmp_path, flags):
+    spec = {"command": PY, "args": [CHANGING, *flags], "cwd": str(tmp_path), "roots": ["."]}
+    async with make_hub({"ch": spec}) as hub:
         assert (await hub.call("ch__roots", {})).structured == {"result": [tmp_path.resolve().as_uri()]}
 
 

@@ -167,12 +167,12 @@ async def test_bad_input_comes_back_as_a_tool_error(tmp_path):
     assert bad_model.is_error and "nosuch" in bad_model.content[0].text
 
 
-async def test_the_workspace_is_the_working_directory_and_root_of_stdio_servers(tmp_path):
+async def test_the_workspace_is_the_working_directory_of_stdio_servers_and_a_root_when_asked(tmp_path):
     workspace = tmp_path / "ws"
     workspace.mkdir()
     # A relative script path: the server starts only if its working directory is the workspace.
     shutil.copy(SERVERS_DIR / "changing_server.py", workspace / "here.py")
-    servers = {"ch": {"command": "python", "args": ["here.py"]}}
+    servers = {"ch": {"command": "python", "args": ["here.py"], "roots": ["${WORKSPACE}"]}}
     script = [ScriptedTurn(tool_calls=[call("ch__roots")]), ScriptedTurn(content="done")]
     with ScriptedModelServer(script) as model:
         async with stdio_serve(tmp_path, servers=servers) as (client, _):

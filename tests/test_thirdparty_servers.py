@@ -132,6 +132,18 @@ async def test_filesystem_server_without_roots_uses_its_directory_arguments(file
         assert "[FILE] a.txt" in listing.text
 
 
+async def test_filesystem_server_keeps_a_folder_outside_its_working_directory_by_default(filesystem_bin, tmp_path):
+    """No roots unless the entry asks: offering the cwd would replace the server's folder argument."""
+    task_dir, data = tmp_path / "task", tmp_path / "data"
+    task_dir.mkdir()
+    data.mkdir()
+    (data / "sales.csv").write_text("region,revenue\nnorth,10\n")
+    servers = {"fs": {"command": str(filesystem_bin), "args": [str(data)], "cwd": str(task_dir)}}
+    async with make_hub(servers) as hub:
+        read = await hub.call("fs__read_text_file", {"path": str(data / "sales.csv")})
+        assert not read.is_error and "north,10" in read.text
+
+
 # -- mcp-server-fetch ---------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import SERVERS_DIR, child_pids
 
 from agent.errors import ConfigError, ToolServerError
-from tools.config import ServerSpec, load_mcp_config, parse_servers
+from tools.config import ServerSpec, expand_secrets, load_mcp_config, parse_servers
 from tools.hub import ToolHub
 from tools.local import claim_done_tool
 
@@ -144,8 +144,12 @@ def test_structured_result_is_kept_and_not_duplicated_in_text(shared):
     assert outcome.text.count("Oslo") == 1
 
 
-def test_stdio_server_inherits_this_process_environment(shared):
-    assert call(shared, "demo__getenv", {"name": "TOOLHUB_TEST_INHERITED"}).text == "from-parent"
+def test_stdio_server_does_not_inherit_this_process_environment(shared):
+    assert call(shared, "demo__getenv", {"name": "TOOLHUB_TEST_INHERITED"}).text == "<unset>"
+
+
+def test_stdio_server_gets_the_sdk_safe_default_environment(shared):
+    assert call(shared, "demo__getenv", {"name": "PATH"}).text == os.environ["PATH"]
 
 
 def test_stdio_server_gets_the_spec_env(shared):
@@ -198,11 +202,22 @@ async def test_allow_and_deny_filter_the_offered_tools():
         assert (await hub.call("demo__note", {"key": "k", "value": "v"})).is_error
 
 
-async def test_inherit_env_false_passes_only_the_given_env(monkeypatch):
-    monkeypatch.setenv("TOOLHUB_TEST_SECRET", "do-not-leak")
-    async with make_hub({"demo": stdio(env={"ONLY_THIS": "1"}, inherit_env=False)}) as hub:
-        assert (await hub.call("demo__getenv", {"name": "TOOLHUB_TEST_SECRET"})).text == "<unset>"
-        assert (await hub.call("demo__getenv", {"name": "ONLY_THIS"})).text == "1"
+async def test_inherit_env_true_passes_this_process_environment_but_not_the_credentials(monkeypatch):
+    monkeypatch.setenv("TOOLHUB_TEST_PLAIN", "inherited")
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-do-not-leak")
+    monkeypatch.setenv("AGENT_SERVE_TOKEN", "serve-do-not-leak")
+    async with make_hub({"demo": stdio(inherit_env=True)}) as hub:
+        assert (await hub.call("demo__getenv", {"name": "TOOLHUB_TEST_PLAIN"})).text == "inherited"
+        assert (await hub.call("demo__getenv", {"name": "DEEPSEEK_API_KEY"})).text == "<unset>"
+        assert (await hub.call("demo__getenv", {"name": "AGENT_SERVE_TOKEN"})).text == "<unset>"
+
+
+async def test_a_credential_named_in_env_reaches_the_server(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-meant-for-this-server")
+    entry = expand_secrets(stdio(env={"OPENAI_API_KEY": "${OPENAI_API_KEY}"}), where="test")
+    spec = parse_servers({"demo": entry}, where="test")
+    async with ToolHub(spec) as hub:
+        assert (await hub.call("demo__getenv", {"name": "OPENAI_API_KEY"})).text == "sk-meant-for-this-server"
 
 
 # -- startup failures -----------------------------------------------------------------------------------

@@ -21,6 +21,27 @@ Transport = Literal["stdio", "http", "sse"]
 
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
+CREDENTIAL_ENV = ("DEEPSEEK_API_KEY", "VLLM_API_KEY", "OPENAI_API_KEY", "AGENT_SERVE_TOKEN")
+"""The model and serve credentials: they reach a stdio server only when its `env` names them."""
+
+
+def server_environment(spec: ServerSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a stdio server is started with.
+
+    The MCP SDK's safe default (HOME, LOGNAME, PATH, SHELL, TERM, USER) plus the entry's `env`, as Claude Desktop
+    and the SDK do; with `inherit_env` the whole of `environ` (this process's) instead of the safe default,
+    minus the credentials in `CREDENTIAL_ENV`. Whatever `env` names is passed as given.
+    """
+    # Imported here: reading task files must not pay for importing the MCP SDK.
+    from mcp.client.stdio import DEFAULT_INHERITED_ENV_VARS
+
+    source = os.environ if environ is None else environ
+    if spec.inherit_env:
+        base = {k: v for k, v in source.items() if k not in CREDENTIAL_ENV}
+    else:  # as the SDK's get_default_environment(), over `source`
+        base = {k: source[k] for k in DEFAULT_INHERITED_ENV_VARS if k in source and not source[k].startswith("()")}
+    return {**base, **spec.env}
+
 
 class ServerSpec(BaseModel, extra="forbid"):
     """One MCP server: a Claude Desktop `mcpServers` entry plus this framework's options."""
@@ -30,7 +51,8 @@ class ServerSpec(BaseModel, extra="forbid"):
     args: list[str] = Field(default_factory=list)
     """Arguments for `command`."""
     env: dict[str, str] = Field(default_factory=dict)
-    """Environment variables for the stdio child; they override inherited ones."""
+    """Environment variables for the stdio child, on top of the MCP SDK's safe default environment (HOME,
+    LOGNAME, PATH, SHELL, TERM, USER); a value may be `${VAR}` to pass one of this process's variables."""
     cwd: str | None = None
     """Working directory of the stdio child (default: this process's)."""
     url: str | None = None
@@ -49,16 +71,17 @@ class ServerSpec(BaseModel, extra="forbid"):
     """Seconds allowed to connect and list tools."""
     tool_timeout: float | None = Field(default=None, gt=0)
     """Seconds allowed per tool call; None uses the hub's default."""
-    inherit_env: bool = True
-    """Pass this process's environment to a stdio child (the SDK alone passes only HOME, PATH, ...)."""
+    inherit_env: bool = False
+    """Opt in to passing this process's whole environment to a stdio child. Even then the model and serve
+    credentials (`CREDENTIAL_ENV`) are withheld unless named in `env`."""
     max_restarts: int = Field(default=3, ge=0)
     """Times a server that exited (stdio) or dropped its connection (HTTP, SSE) is restarted or reconnected,
     with backoff, over the hub's lifetime; 0 never. A server that fails its first start is not retried."""
     roots: list[str] | None = None
-    """Directories offered as MCP roots when the server asks for them. None: the hub's roots (the workspace),
-    else the server's cwd; [] offers none (the roots capability is not declared). Relative paths are resolved
-    against the server's cwd. Note: the reference filesystem server replaces its directory arguments with
-    the roots it is given."""
+    """Directories offered as MCP roots (relative paths resolve against the server's cwd; `${WORKSPACE}` in a
+    task file is the run's workspace). None (default): the hub's roots if it was given some, else none and
+    the roots capability is not declared, as in Claude Desktop: the reference filesystem server *replaces*
+    its directory arguments with a client's roots, so offering roots unasked would narrow it."""
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> ServerSpec:
@@ -134,12 +157,18 @@ def parse_servers(data: Mapping[str, Any], *, where: str) -> dict[str, ServerSpe
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_vars(text: str, *, where: str, environ: Mapping[str, str] | None = None) -> str:
-    """Expand `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
+def expand_vars(text: str, *, where: str, environ: Mapping[str, str] | None = None,
+                keep: frozenset[str] = frozenset()) -> str:
+    """Expand `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error.
+
+    Names in `keep` are left as written (e.g. `${WORKSPACE}`, filled in later by the run).
+    """
     env = os.environ if environ is None else environ
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if name in keep:
+            return match.group(0)
         value = env.get(name)
         if value is None or (value == "" and default is not None):
             if default is None:
@@ -164,10 +193,19 @@ def _expand_entry(entry: Any, *, where: str) -> Any:
             expand_vars(a, where=f"{where}.args[{i}]") if isinstance(a, str) else a
             for i, a in enumerate(out["args"])
         ]
+    return expand_secrets(out, where=where)
+
+
+def expand_secrets(entry: Any, *, where: str, keep: frozenset[str] = frozenset()) -> Any:
+    """`${VAR}` in an entry's `env` and `headers` values taken from this process's environment: how a server is
+    given a token the agent holds (`env: {GITHUB_TOKEN: ${GITHUB_TOKEN}}`) without inheriting everything."""
+    if not isinstance(entry, Mapping):
+        return entry
+    out = dict(entry)
     for key in ("env", "headers"):
         if isinstance(out.get(key), Mapping):
             out[key] = {
-                k: expand_vars(v, where=f"{where}.{key}.{k}") if isinstance(v, str) else v
+                k: expand_vars(v, where=f"{where}.{key}.{k}", keep=keep) if isinstance(v, str) else v
                 for k, v in out[key].items()
             }
     return out

@@ -45,7 +45,7 @@ def server_entries(servers: list[str], root: Path, *, env: dict[str, str] | None
         entry: dict[str, Any] = {"command": base[0], "args": [*base[1:], *args[name]]}
         if name == "agent" and env:
             entry["env"] = dict(env)
-        entries[f"deepseek-agent-{name}" if name == "agent" else f"agent-{name}"] = entry
+        entries["deepseek-agent" if name == "agent" else f"agent-{name}"] = entry
     return entries
 
 

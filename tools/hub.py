@@ -31,7 +31,8 @@ from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent.errors import ConfigError, ToolServerError
-from tools.config import ServerSpec
+from agent.version import package_version
+from tools.config import ServerSpec, server_environment
 from tools.local import LocalTool
 from tools.results import ToolOutcome, error_outcome, outcome_from_result
 from tools.schema import to_openai_function, unique_names
@@ -49,6 +50,8 @@ _MAX_RESTART_BACKOFF = 8.0
 _GONE_GRACE_S = 0.2
 # When a listen stream drops, how long the server has to answer the probe that tells a dead connection.
 _PROBE_TIMEOUT_S = 10.0
+# Announced to every server (the SDK's default is `mcp 0.1.0`).
+CLIENT_INFO = types.Implementation(name="deepseek-agent", title="DeepSeek V4 agent", version=package_version())
 
 
 @dataclass(frozen=True)
@@ -405,7 +408,8 @@ class ToolHub:
                 return roots
 
         # The response cache only matters for re-listing, and `refresh()` must always see the server's list.
-        return Client(transport, cache=None, message_handler=on_message, list_roots_callback=roots_callback)
+        return Client(transport, cache=None, message_handler=on_message, list_roots_callback=roots_callback,
+                      client_info=CLIENT_INFO)
 
     def _break(self, conn: _Connection, message: str) -> None:
         """Mark the current connection broken: the runner drops it and restarts the server (if allowed)."""
@@ -428,7 +432,7 @@ class ToolHub:
         read_timeout = max(300.0, conn.tool_timeout + 30.0)
         if spec.transport == "stdio":
             assert spec.command is not None and stderr_file is not None
-            env = {**os.environ, **spec.env} if spec.inherit_env else dict(spec.env)
+            env = server_environment(spec)
             _check_command(spec, env)
             params = StdioServerParameters(command=spec.command, args=spec.args, env=env, cwd=spec.cwd)
             return stdio_client(params, errlog=stderr_file)
@@ -629,19 +633,18 @@ class ToolHub:
 
 
 def _roots_for(spec: ServerSpec, hub_roots: Sequence[str | os.PathLike[str]] | None) -> list[types.Root] | None:
-    """The roots offered to one server: its own `roots`, else the hub's, else (stdio) its working directory.
+    """The roots offered to one server: its own `roots`, else the hub's; None (no roots capability) otherwise.
 
-    Remote servers get no default: a local path says nothing useful to them and need not leave the machine.
+    Only what was asked for: the reference filesystem server replaces its directory arguments with a
+    client's roots, so offering the working directory unasked would shut it out of the folders it was given.
     """
     base = Path(spec.cwd) if spec.cwd else Path.cwd()
     if spec.roots is not None:
         paths = [base / root for root in spec.roots]
     elif hub_roots is not None:
         paths = [Path(root) for root in hub_roots]
-    elif spec.transport == "stdio":
-        paths = [base]
     else:
-        paths = []
+        return None
     if not paths:
         return None
     resolved = [path.resolve() for path in paths]
@@ -727,8 +730,7 @@ def _check_command(spec: ServerSpec, env: Mapping[str, str]) -> None:
         if not os.access(path, os.X_OK) or os.path.isdir(path):
             raise _StartupError(f"the command {command!r} is not an executable file")
         return
-    # Without PATH in `env` the SDK gives the child this process's PATH.
-    if shutil.which(command, path=env.get("PATH") or os.environ.get("PATH", os.defpath)) is None:
+    if shutil.which(command, path=env.get("PATH") or os.defpath) is None:
         raise _StartupError(f"the command {command!r} was not found on PATH; is it installed?")
 
 
