@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +28,7 @@ from mcp import Client, MCPError, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import Subscription, SubscriptionLost, ToolsListChanged
+from mcp.shared.message import SessionMessage
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -50,6 +52,10 @@ _MAX_RESTART_BACKOFF = 8.0
 _GONE_GRACE_S = 0.2
 # When a listen stream drops, how long the server has to answer the probe that tells a dead connection.
 _PROBE_TIMEOUT_S = 10.0
+_SHOWN_GARBAGE = 200
+# After a stdout line that is not JSON-RPC, how long calls in flight still wait for their answer.
+GARBAGE_GRACE_S = 5.0
+logger = logging.getLogger("agent.tools")
 # Announced to every server (the SDK's default is `mcp 0.1.0`).
 CLIENT_INFO = types.Implementation(name="deepseek-agent", title="DeepSeek V4 agent", version=package_version())
 
@@ -104,6 +110,12 @@ class _Connection:
     tools_stale: bool = False
     """The server announced a tool-list change (or came back with other tools) since the hub last listed."""
     stderr_path: Path | None = None
+    calls: set[anyio.CancelScope] = field(default_factory=set)
+    """Scopes of the calls in flight, cancelled when the server writes something that is not JSON-RPC."""
+    http_refusal: tuple[int, str] | None = None
+    """The last 401/403 answer of an HTTP server: (status, URL)."""
+    garbage: str | None = None
+    """What the last line of stdout that was not JSON-RPC said (it may have been a lost answer)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,10 @@ class ToolHub:
         self._openai_tools: list[dict[str, Any]] = []
         self._routes: dict[str, _Route] = {}
         self._tools_version = 0
+        self._notices: list[tuple[str, str]] = []
+        self.on_notice: Callable[[str, str], None] | None = None
+        """Called with (server, text) for each protocol problem a server shows (text on stdout that is not
+        JSON-RPC); None logs a warning on the `agent.tools` logger instead."""
         self.failures: dict[str, str] = {}
         """Optional servers that failed to start, with the reason."""
         self.servers: list[str] = []
@@ -189,6 +205,10 @@ class ToolHub:
     def protocol_versions(self) -> dict[str, str]:
         """The MCP protocol version negotiated with each connected server (e.g. '2026-07-28', '2025-11-25')."""
         return {n: c.protocol_version for n, c in self._conns.items() if c.protocol_version and c.error is None}
+
+    def notices(self) -> list[str]:
+        """Every protocol problem seen so far, oldest first."""
+        return [text for _, text in self._notices]
 
     def info(self, name: str) -> ToolInfo | None:
         route = self._routes.get(name)
@@ -340,8 +360,8 @@ class ToolHub:
             elif anyio.current_time() >= conn.deadline:
                 self._startup_failed(conn, self._startup_timeout_message(conn), starting)
             else:
-                self._startup_failed(conn, self._failure_message(conn, _describe_startup(exc), starting=True),
-                                     starting)
+                what = _refusal_text(conn.http_refusal, conn.spec) or _describe_startup(exc)
+                self._startup_failed(conn, self._failure_message(conn, what, starting=True), starting)
         finally:
             conn.client = None
 
@@ -434,20 +454,53 @@ class ToolHub:
             assert spec.command is not None and stderr_file is not None
             env = server_environment(spec)
             _check_command(spec, env)
-            params = StdioServerParameters(command=spec.command, args=spec.args, env=env, cwd=spec.cwd)
-            return stdio_client(params, errlog=stderr_file)
+            params = StdioServerParameters(command=spec.command, args=spec.args, env=env, cwd=spec.cwd,
+                                           encoding_error_handler="replace")
+            return _screened(stdio_client(params, errlog=stderr_file), lambda exc: self._garbage(conn, exc))
         assert spec.url is not None
         headers = spec.headers or None
         if spec.transport == "sse":
             return sse_client(
                 spec.url, headers=headers, timeout=_HTTP_CONNECT_TIMEOUT, sse_read_timeout=read_timeout
             )
+        async def note_refusal(response: httpx2.Response) -> None:
+            # The SDK turns a non-2xx answer into "Server returned an error response"; keep what the user needs.
+            if response.status_code in (401, 403):
+                conn.http_refusal = (response.status_code, str(response.request.url))
+
         http_client = await stack.enter_async_context(
             httpx2.AsyncClient(
-                headers=headers, timeout=httpx2.Timeout(_HTTP_CONNECT_TIMEOUT, read=read_timeout)
+                headers=headers, timeout=httpx2.Timeout(_HTTP_CONNECT_TIMEOUT, read=read_timeout),
+                event_hooks={"response": [note_refusal]},
             )
         )
         return streamable_http_client(spec.url, http_client=http_client)
+
+    def _garbage(self, conn: _Connection, exc: Exception) -> SessionMessage | None:
+        """A stdout line that is not JSON-RPC: salvage a message glued to it, else fail the calls in flight.
+
+        MCP servers must write only JSON-RPC to stdout; a stray print() is common. One warning line goes to
+        the console, the details to `notices`. The line may have been a call's answer: calls in flight get
+        GARBAGE_GRACE_S more for their answer, then fail, instead of waiting out their tool_timeout.
+        """
+        line = _raw_input(exc)
+        salvaged = _salvage(line)
+        shown = _shorten(line.strip(), _SHOWN_GARBAGE)
+        if salvaged is not None:
+            notice = f"MCP server {conn.name!r} wrote text before a JSON-RPC message on stdout: {shown}"
+        else:
+            notice = f"MCP server {conn.name!r} wrote a line that is not JSON-RPC on stdout: {shown}"
+        self._notices.append((conn.name, notice))
+        if self.on_notice is not None:
+            self.on_notice(conn.name, notice)
+        else:
+            logger.warning("%s", notice)
+        if salvaged is None and conn.calls:
+            conn.garbage = shown
+            deadline = anyio.current_time() + GARBAGE_GRACE_S
+            for scope in conn.calls:
+                scope.deadline = min(scope.deadline, deadline)
+        return salvaged
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -586,7 +639,9 @@ class ToolHub:
         if client is None or conn.lost is not None or conn.trouble is not None:
             return error_outcome(f"Tool {name} is unavailable: {self._unavailable(conn)}")
         generation = conn.generation
-        with anyio.move_on_after(conn.tool_timeout):
+        screen = anyio.CancelScope()
+        conn.calls.add(screen)
+        with anyio.move_on_after(conn.tool_timeout), screen:
             try:
                 result = await client.call_tool(route.info.tool, args)
             except MCPError as exc:
@@ -594,13 +649,25 @@ class ToolHub:
                     return error_outcome(await self._server_gone(conn, name, generation))
                 if exc.code == REQUEST_TIMEOUT:
                     return error_outcome(f"Tool {name} timed out ({exc.message}).")
+                refusal = _refusal_text(conn.http_refusal, conn.spec)
+                conn.http_refusal = None
+                if refusal is not None:
+                    return error_outcome(f"Tool {name} failed: {refusal}")
                 return error_outcome(f"Tool {name} failed: MCP error {exc.code}: {exc.message}")
             except Exception as exc:
                 if conn.spec.transport != "stdio" and _is_transport_error(exc):
                     return error_outcome(await self._server_gone(conn, name, generation))
                 # E.g. RuntimeError from the SDK's output-schema check.
                 return error_outcome(f"Tool {name} failed: {_describe(exc)}")
+            finally:
+                conn.calls.discard(screen)
             return outcome_from_result(result)
+        if screen.cancelled_caught:
+            return error_outcome(
+                f"Tool {name} failed: its server wrote a line that is not JSON-RPC on stdout ({conn.garbage!r}) "
+                f"and no answer followed within {GARBAGE_GRACE_S:g} s; the answer was probably lost (MCP servers "
+                "must write only JSON-RPC to stdout). Call the tool again, or use another tool."
+            )
         # The SDK sends notifications/cancelled when the scope above is cancelled, so the server stops too.
         return error_outcome(
             f"Tool {name} timed out after {conn.tool_timeout:g} s and was cancelled. "
@@ -662,6 +729,73 @@ async def _until_lost(conn: _Connection, subscription: Subscription) -> bool:
     except Exception:
         pass  # an odd stream ends the following, not the connection
     return False
+
+
+@asynccontextmanager
+async def _screened(transport: Any, on_garbage: Any) -> AsyncIterator[Any]:
+    """A transport whose read stream passes stdout lines that failed to parse to `on_garbage`, which may give
+    back a salvaged message; the SDK would hand them to the session as exceptions, where nothing answers."""
+    _quiet_sdk_parse_errors()
+    async with transport as (read, write):
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def forward() -> None:
+            async with send, read:
+                async for item in read:
+                    if isinstance(item, Exception):
+                        item = on_garbage(item)
+                        if item is None:
+                            continue
+                    await send.send(item)
+
+        async with anyio.create_task_group() as group, receive:
+            group.start_soon(forward)
+            try:
+                yield receive, write
+            finally:
+                group.cancel_scope.cancel()
+
+
+class _DropParseTracebacks(logging.Filter):
+    """The SDK logs each unparsable stdout line with a full traceback; the hub reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to parse JSONRPC message")
+
+
+_PARSE_FILTER = _DropParseTracebacks()
+
+
+def _quiet_sdk_parse_errors() -> None:
+    sdk_logger = logging.getLogger("mcp.client.stdio")
+    if _PARSE_FILTER not in sdk_logger.filters:
+        sdk_logger.addFilter(_PARSE_FILTER)
+
+
+def _raw_input(exc: Exception) -> str:
+    """The offending line, from the SDK's parse error."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            value = errors()[0].get("input")
+        except (IndexError, TypeError, AttributeError):
+            value = None
+        if isinstance(value, str):
+            return value
+        if value is not None:
+            return json.dumps(value, default=str)
+    return str(exc)
+
+
+def _salvage(line: str) -> SessionMessage | None:
+    """A JSON-RPC message that follows other text on the same line (`print(..., end="")` before the answer)."""
+    start = line.find("{")
+    while start > 0:
+        try:
+            return SessionMessage(types.jsonrpc_message_adapter.validate_json(line[start:], by_name=False))
+        except ValueError:
+            start = line.find("{", start + 1)
+    return None
 
 
 def _tool_key(tools: list[types.Tool]) -> list[dict[str, Any]]:
@@ -768,6 +902,21 @@ def _is_transport_error(exc: BaseException) -> bool:
     transport_errors = (httpx2.TransportError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError,
                         anyio.EndOfStream)
     return any(isinstance(leaf, transport_errors) for leaf in _leaf_exceptions(exc))
+
+
+def _refusal_text(refusal: tuple[int, str] | None, spec: ServerSpec) -> str | None:
+    """A 401/403 from an HTTP server, with the status, the URL and the fix."""
+    if refusal is None:
+        return None
+    status, url = refusal
+    sent = "its Authorization header was refused" if any(k.lower() == "authorization" for k in spec.headers) \
+        else "no Authorization header was sent"
+    if status == 401:
+        return (f"HTTP 401 Unauthorized from {url}: the server needs credentials and {sent}. Give the entry "
+                "`headers: {Authorization: Bearer ${TOKEN_VAR}}` (or the header the server documents) with a valid "
+                "token.")
+    return (f"HTTP 403 Forbidden from {url}: the credentials were accepted but lack access ({sent}). Use a token "
+            "with the scopes this server needs, in the entry's `headers`.")
 
 
 def _describe_startup(exc: BaseException) -> str:
