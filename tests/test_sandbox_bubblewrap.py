@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import child_pids, connect_script, host_addresses, host_has, listener
-from shell_suite import ALL_CHECKS, beating, heartbeat, until
+from shell_suite import ALL_CHECKS, beating, heartbeat, stopped, until
 
 from runtime import bubblewrap
 from runtime.bubblewrap import BubblewrapSandbox
@@ -190,7 +190,7 @@ async def assert_clean(before: set[int], private_tmp: Path, *beats: Path) -> Non
     assert await until(lambda: not (bwrap_processes() - before)), f"bwrap left running: {bwrap_processes()}"
     assert child_pids() - before == set(), "a child was not reaped"
     for beat in beats:
-        assert not await beating(beat), f"{beat.name} still beats"
+        assert await stopped(beat), f"{beat.name} still beats"
     assert entries(private_tmp) == []
 
 
@@ -254,5 +254,5 @@ async def test_sandbox_dies_with_a_killed_agent(workspace: Path) -> None:
     finally:
         agent.send_signal(signal.SIGKILL)
         await agent.wait()
-    assert not await beating(workspace / "orphan.beat")
-    assert not await beating(workspace / "orphan-exec.beat")
+    assert await stopped(workspace / "orphan.beat")
+    assert await stopped(workspace / "orphan-exec.beat")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import alive, child_pids
-from shell_suite import ALL_CHECKS, beating, heartbeat, until
+from shell_suite import ALL_CHECKS, heartbeat, stopped, until
 
 from runtime import local
 from runtime.local import LocalSandbox, _Capture
@@ -87,7 +87,7 @@ async def test_spawned_processes_stop_when_the_sandbox_exits(workspace: Path) ->
         second = await box.spawn(f"({heartbeat('two.beat')}) & sleep 60")
         assert await until((workspace / "two.beat").exists)
     assert first.returncode is not None and second.returncode is not None
-    assert not await beating(workspace / "one.beat") and not await beating(workspace / "two.beat")
+    assert await stopped(workspace / "one.beat") and await stopped(workspace / "two.beat")
 
 
 async def test_sandbox_exit_stops_processes_even_when_cancelled(workspace: Path) -> None:
@@ -105,7 +105,7 @@ async def test_sandbox_exit_stops_processes_even_when_cancelled(workspace: Path)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not await beating(workspace / "held.beat")
+    assert await stopped(workspace / "held.beat")
 
 
 async def test_stop_sends_sigkill_after_the_grace(sandbox: LocalSandbox) -> None:
