@@ -252,9 +252,8 @@ def _grade_paths(spec: GradeSpec, context: GradeContext) -> _Paths:
         "tool_calls": context.result.tool_calls, "messages": context.result.messages,
     }, ensure_ascii=False, default=str), encoding="utf-8")
     sandbox = context.sandbox
-    local = sandbox is None or getattr(sandbox, "kind", "local") == "local"
     groundtruth, script = spec.groundtruth, spec.script
-    if local:
+    if sandbox is None or getattr(sandbox, "kind", "local") == "local":
         return _Paths(str(context.workspace), str(groundtruth or ""), str(res_log), str(script or ""), sys.executable)
     inside = f"{sandbox.workdir.rstrip('/')}/{GRADE_DIR}"
     if groundtruth is not None and groundtruth.is_dir():
@@ -703,7 +702,7 @@ class ClaimsGrader:
         results = []
         for claim in self.spec.claims:
             verdict = await judge.judge(answer, claim)
-            record = {"judge": judge.label, "verdict": verdict.verdict, "reason": verdict.reason}
+            record: dict[str, Any] = {"judge": judge.label, "verdict": verdict.verdict, "reason": verdict.reason}
             if verdict.prompt:
                 record.update(prompt=verdict.prompt, reply=verdict.raw, cost=verdict.cost)
             results.append(CheckResult(kind="claim", name=claim.claim, passed=verdict.score >= 1.0,
@@ -734,9 +733,12 @@ def summarise(spec: GradeSpec, checks: Sequence[CheckResult], judge: ClaimJudge 
     if reason is None and coverage is not None and coverage < spec.pass_coverage - 1e-9:
         reason = f"claims coverage {coverage:.2f} < {spec.pass_coverage:.2f}"
     judge_cost = sum(float((c.judge or {}).get("cost", 0.0)) for c in claims)
-    used_model = judge is not None and spec.judge != "match" and bool(claims)
+    if judge is not None and spec.judge != "match" and claims:
+        judge_model: str | None = judge.label
+    else:
+        judge_model = "match" if claims else None
     return GradeResult(passed=reason is None, coverage=coverage, checks=list(checks), reason=reason,
-                       judge_model=(judge.label if used_model else ("match" if claims else None)),
+                       judge_model=judge_model,
                        judge_cost=judge_cost, duration_s=round(duration_s, 4))
 
 

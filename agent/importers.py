@@ -12,7 +12,7 @@ import ast
 import csv
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +32,7 @@ OUR_SERVERS: dict[str, dict[str, Any]] = {
 }
 
 # Benchmark server -> (our server, benchmark tool -> our tool; None: a tool we do not have).
-_FILESYSTEM_TOOLS = {
+_FILESYSTEM_TOOLS: dict[str, str | None] = {
     "read_file": "read_file", "read_text_file": "read_file", "read_media_file": "read_media_file",
     "read_multiple_files": "read_multiple_files", "write_file": "write_file", "edit_file": "edit_file",
     "create_directory": "create_directory", "list_directory": "list_directory",
@@ -108,7 +108,9 @@ def load_server_entries(path: str | Path | None) -> dict[str, ServerSpec]:
             return {k: expand(v, f"{where}.{k}") for k, v in value.items()}
         return value
 
-    return parse_servers(expand(data, str(path)) if isinstance(data, dict) else data, where=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of server name to server entry, got {type(data).__name__}")
+    return parse_servers(expand(data, str(path)), where=str(path))
 
 
 def _server_for(name: str, user: Mapping[str, ServerSpec]) -> tuple[ServerSpec | None, dict[str, str | None] | None]:
@@ -271,7 +273,7 @@ def _list_field(value: Any) -> list[Any]:
     return [line.strip("-• ").strip() for line in text.splitlines() if line.strip()]
 
 
-def split_atlas_tool(name: str, extra_servers: Mapping[str, Any] = ()) -> tuple[str, str]:
+def split_atlas_tool(name: str, extra_servers: Iterable[str] = ()) -> tuple[str, str]:
     """`<server>_<tool>` -> (server, tool), by the longest known server name that prefixes it."""
     known = sorted({*ATLAS_SERVERS, *extra_servers}, key=len, reverse=True)
     for server in known:

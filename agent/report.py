@@ -348,7 +348,7 @@ def svg_think_modes(think: dict[str, dict[str, float]]) -> str:
              'aria-label="think mode usage">']
     for i, (key, label) in enumerate(measures):
         total = sum(think[m].get(key, 0) for m in modes) or 1
-        x = label_w
+        x: float = label_w
         y = i * row_h + 4
         parts.append(f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">{label}</text>')
         for mode in modes:

@@ -274,10 +274,11 @@ class AgentService:
                 if progress is not None:
                     group.start_soon(progress.forward)
                 try:
-                    return await agent.run(prompt, on_event=on_event)
+                    result = await agent.run(prompt, on_event=on_event)
                 finally:
                     if progress is not None:
                         progress.close()
+            return result
         finally:
             self.running.difference_update(run_ids)
 
@@ -545,7 +546,7 @@ async def _scripted_demo(task: TaskSpec, asked: bool, stack: AsyncExitStack) -> 
         return None
     from .testing import ScriptedModelServer, load_script
 
-    dialect = "vllm" if task.model.profile == "vllm" else "deepseek"
+    dialect: Literal["deepseek", "vllm"] = "vllm" if task.model.profile == "vllm" else "deepseek"
     server = ScriptedModelServer(load_script(task.demo), dialect=dialect, model=task.model.model or "deepseek-v4-flash")
     await stack.enter_async_context(server)
     return server.model_string

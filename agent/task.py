@@ -118,7 +118,10 @@ def validate_file(path: Path, model: type[M], data: dict[str, Any]) -> M:
         raise ConfigError(f"{path}: {describe_validation_error(exc, model)}") from None
 
 
-def resolve_task_paths(spec: TaskSpec, base: Path) -> TaskSpec:
+T = TypeVar("T", bound=TaskSpec)
+
+
+def resolve_task_paths(spec: T, base: Path) -> T:
     """Relative paths of a task (files, servers' cwd, workspace, repos) resolved against `base`."""
     updates: dict[str, Any] = {}
     for name in ("mcp_config", "workdir", "demo"):

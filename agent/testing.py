@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,7 +117,7 @@ class RecordedRequest:
     turn_index: int | None = None
 
 
-Script = list[ScriptedTurn | Fault | dict] | Callable[[RecordedRequest], ScriptedTurn | Fault]
+Script = Sequence[ScriptedTurn | Fault | dict] | Callable[[RecordedRequest], ScriptedTurn | Fault]
 
 
 # --- script parsing -----------------------------------------------------------------------------------
@@ -345,6 +345,7 @@ class ScriptedModelServer:
         model: str = "deepseek-v4-flash",
         keepalive: bool = True,
         check_reasoning: bool = True,
+        send_usage: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -352,7 +353,7 @@ class ScriptedModelServer:
             raise ConfigError(f"dialect: expected 'deepseek' or 'vllm', got {dialect!r}")
         if callable(script):
             self._script: list[ScriptedTurn | Fault] | None = None
-            self._callable = script
+            self._callable: Callable[[RecordedRequest], ScriptedTurn | Fault] | None = script
         else:
             self._script = [_entry_from_dict(e, "script", i) for i, e in enumerate(script)]
             self._callable = None
@@ -360,6 +361,7 @@ class ScriptedModelServer:
         self.model = model
         self.keepalive = keepalive
         self.check_reasoning = check_reasoning
+        self.send_usage = send_usage  # False: no usage anywhere, as llama.cpp's streams
         self.host = host
         self._port = port
         self._bound_port: int | None = None
@@ -468,6 +470,7 @@ class ScriptedModelServer:
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
+            assert task is not None  # start_server runs each callback coroutine in a task of its own
             tasks.add(task)
             try:
                 await self._connection(reader, writer)
@@ -734,6 +737,7 @@ class ScriptedModelServer:
         if turn.delay_s > 0:
             await asyncio.sleep(turn.delay_s)
         finish = turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
+        data: list[bytes] | bytes
         if rec.stream:
             data = self._stream_bytes(
                 turn, thinking, reasoning, arguments, answer.call_ids, finish, usage, body
@@ -753,6 +757,7 @@ class ScriptedModelServer:
             # headers, keep-alive (if any) and about half of the events; never the terminator
             sent = b"".join(data[: max(2, (len(data) - 1) // 2)])
         else:
+            assert isinstance(data, bytes)
             sent = data[: len(data) - max(1, (len(data) - data.index(b"\r\n\r\n")) // 2)]
         writer.write(sent)
         await writer.drain()
@@ -828,6 +833,8 @@ class ScriptedModelServer:
             "usage": usage,
             "system_fingerprint": "fp_scripted" if deepseek else None,
         }
+        if not self.send_usage:
+            del payload["usage"]
         data = _dumps(payload).encode()
         if deepseek and self.keepalive:
             data = b"\n\n" + data  # DeepSeek pads with blank lines while the request waits
@@ -848,7 +855,7 @@ class ScriptedModelServer:
         deepseek = self.dialect == "deepseek"
         rkey = "reasoning_content" if deepseek else "reasoning"
         options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True and self.send_usage
         rid = f"chatcmpl-scripted-{next(self._ids)}"
         created = int(time.time())
         fingerprint = "fp_scripted" if deepseek else None
@@ -865,7 +872,7 @@ class ScriptedModelServer:
                 "system_fingerprint": fingerprint,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
             }
-            if deepseek or include_usage:
+            if (deepseek and self.send_usage) or include_usage:
                 chunk["usage"] = final_usage
             out.append(_chunk(b"data: " + _dumps(chunk).encode() + b"\n\n"))
 

@@ -170,8 +170,8 @@ class AutoThink(BaseModel):
             return ThinkChoice(ThinkMode.max, "staying in max: leaving it would invalidate the prefix cache again")
         repeats = state.repeats()
         if repeats >= self.loop_repeats + margin:
-            tool = max(state.last_tools, key=lambda t: state.call_counts.get(call_key(t.tool, t.arguments), 0)).tool
-            return ThinkChoice(ThinkMode.max, f"loop: {tool} called {repeats} times with the same arguments")
+            looping = max(state.last_tools, key=lambda t: state.call_counts.get(call_key(t.tool, t.arguments), 0)).tool
+            return ThinkChoice(ThinkMode.max, f"loop: {looping} called {repeats} times with the same arguments")
         if repeats >= self.loop_repeats:
             return ThinkChoice(ThinkMode.high, f"possible loop: a call repeated {repeats} times (max would "
                                                "invalidate the prefix cache)")

@@ -64,8 +64,9 @@ class OutputCapture:
 # Everything below runs inside the container only.
 
 _out_lock = threading.Lock()
-_execs = {}  # request id -> _Exec
-_procs = {}  # pid -> _Spawned
+# Type comments, not annotations: this file must still run on the Python 3.6 of old images.
+_execs = {}  # type: dict[object, _Exec]  # request id -> _Exec
+_procs = {}  # type: dict[int, _Spawned]  # pid -> _Spawned
 _state_lock = threading.Lock()
 
 
@@ -115,7 +116,7 @@ def _check_cwd(request):
 class _Exec:
     def __init__(self, request):
         self.request = request
-        self.proc = None
+        self.proc = None  # type: subprocess.Popen[bytes] | None
         self.killed = False
 
     def kill(self, grace=0.0):
@@ -170,17 +171,19 @@ class _Exec:
         if self.killed:  # cancelled while starting
             self.kill()
         proc = self.proc
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None  # both are PIPEs, which Popen always opens
         if stdin_data is not None:
             threading.Thread(target=self._feed, args=(stdin_data,), daemon=True).start()
 
         out, err = OutputCapture(cap), OutputCapture(cap)
-        targets = {proc.stdout: (out, sink), proc.stderr: (err, err_spool)}
+        targets = {stdout.fileno(): (out, sink), stderr.fileno(): (err, err_spool)}
         deadline = None if request.get("timeout") is None else started + request["timeout"]
         timed_out = False
         exited_at = None
         with selectors.DefaultSelector() as selector:
-            for stream in targets:
-                selector.register(stream, selectors.EVENT_READ)
+            for fd in targets:
+                selector.register(fd, selectors.EVENT_READ)
             while targets:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline and not timed_out and not self.killed:
@@ -191,14 +194,14 @@ class _Exec:
                     wait = min(wait, max(deadline - now, 0))
                 for key, _ in selector.select(wait):
                     data = os.read(key.fd, 65536)
-                    capture, copy = targets[key.fileobj]
+                    capture, copy = targets[key.fd]
                     if data:
                         capture.feed(data)
                         if copy is not None:
                             copy.write(data)
                     else:
-                        selector.unregister(key.fileobj)
-                        del targets[key.fileobj]
+                        selector.unregister(key.fd)
+                        del targets[key.fd]
                 if targets and proc.poll() is not None:
                     # The command ended but something it started still holds the pipes: end them too
                     # (bubblewrap's PID namespace does the same), then stop waiting for stragglers.
@@ -206,13 +209,13 @@ class _Exec:
                     exited_at = exited_at or time.monotonic()
                     if time.monotonic() - exited_at > 1.0:
                         break
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (stdout, stderr):
             stream.close()
         returncode = proc.wait()
         _killpg(proc.pid, signal.SIGKILL)  # leftovers of the command's process group
         out.feed(b"", final=True)
         err.feed(b"", final=True)
-        if sink is not None:
+        if sink is not None and err_spool is not None:  # opened together above
             err_spool.seek(0)
             while True:
                 block = err_spool.read(1 << 20)
@@ -233,9 +236,12 @@ class _Exec:
         }
 
     def _feed(self, data):
+        stdin = self.proc.stdin if self.proc is not None else None
+        if stdin is None:  # never: _feed starts only after a Popen with stdin=PIPE
+            return
         try:
-            self.proc.stdin.write(data.encode("utf-8"))
-            self.proc.stdin.close()
+            stdin.write(data.encode("utf-8"))
+            stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass
 
@@ -263,6 +269,7 @@ class _Spawned:
         threading.Thread(target=self._wait, daemon=True).start()
 
     def _pump(self):
+        assert self.proc.stdout is not None  # stdout=PIPE, which Popen always opens
         fd = self.proc.stdout.fileno()
         while True:
             try:
@@ -286,6 +293,7 @@ class _Spawned:
         return capture.render(max_chars)
 
     def write(self, data):
+        assert self.proc.stdin is not None  # stdin=PIPE, which Popen always opens
         self.proc.stdin.write(data.encode("utf-8"))
         self.proc.stdin.flush()
 
@@ -314,9 +322,9 @@ def _handle(request):
                     _execs.pop(request["id"], None)
         elif op == "kill":
             with _state_lock:
-                job = _execs.get(request["target"])
-            if job is not None:
-                job.kill(request.get("grace", 0.0))
+                target = _execs.get(request["target"])
+            if target is not None:
+                target.kill(request.get("grace", 0.0))
         elif op == "spawn":
             spawned = _Spawned(request)
             with _state_lock:

@@ -256,7 +256,7 @@ class _Channel:
             reason = f"the sandbox's reader failed: {exc!r}"
         self._fail(reason)
 
-    def _dispatch(self, line: bytes) -> None:
+    def _dispatch(self, line: bytes | bytearray) -> None:
         if not line.strip():
             return
         message = json.loads(line)

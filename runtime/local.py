@@ -122,8 +122,9 @@ class LocalSandbox:
             try:
                 if stdin is not None:
                     pipe = transport.get_pipe_transport(0)
-                    pipe.write(stdin.encode())  # type: ignore[union-attr]
-                    pipe.write_eof()  # type: ignore[union-attr]
+                    assert isinstance(pipe, asyncio.WriteTransport)  # stdin=PIPE: fd 0 is a write pipe
+                    pipe.write(stdin.encode())
+                    pipe.write_eof()
                 try:
                     async with asyncio.timeout(timeout):
                         await protocol.exited.wait()
@@ -256,7 +257,8 @@ class LocalProcess:
             raise SandboxError(
                 f"process {self.pid} has exited or closed its input (exit code {self.returncode})"
             )
-        pipe.write(data.encode())  # type: ignore[union-attr]
+        assert isinstance(pipe, asyncio.WriteTransport)  # spawned with stdin=PIPE: fd 0 is a write pipe
+        pipe.write(data.encode())
 
     async def stop(self, grace_s: float = 2.0) -> int | None:
         await _uncancellable(self._stop(grace_s))

@@ -687,7 +687,8 @@ class VLLMServer:
                     await self._exited.wait()
 
     def _auth(self) -> dict[str, str]:
-        key = (_flag_values(self.command, "--api-key") or [None])[0] or self.env.get("VLLM_API_KEY")
+        flagged = _flag_values(self.command, "--api-key")
+        key = (flagged[0] if flagged else None) or self.env.get("VLLM_API_KEY")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def _stop(self) -> None:

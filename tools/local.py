@@ -62,18 +62,19 @@ def output_tools(resolve: Callable[[str], Path | None]) -> list[LocalTool]:
     `resolve` maps an output id (given in the cut result) to its saved file, or None.
     """
 
-    def load(arguments: dict[str, Any]) -> tuple[str | None, ToolOutcome | None]:
+    def load(arguments: dict[str, Any]) -> str | ToolOutcome:
+        """The saved output's text, or the error outcome to return when the id is unknown."""
         output_id = arguments.get("output_id")
         path = resolve(output_id) if isinstance(output_id, str) else None
         if path is None:
-            return None, ToolOutcome(text=f"no saved output with id {output_id!r}; use the id given in the cut "
-                                          "tool result", is_error=True)
-        return path.read_text(encoding="utf-8", errors="replace"), None
+            return ToolOutcome(text=f"no saved output with id {output_id!r}; use the id given in the cut "
+                                    "tool result", is_error=True)
+        return path.read_text(encoding="utf-8", errors="replace")
 
     async def read_output(arguments: dict[str, Any]) -> ToolOutcome:
-        text, error = load(arguments)
-        if error:
-            return error
+        text = load(arguments)
+        if isinstance(text, ToolOutcome):
+            return text
         offset, limit = arguments.get("offset", 0), arguments.get("limit", _PAGE)
         if not isinstance(offset, int) or not isinstance(limit, int) or offset < 0 or limit < 1:
             return ToolOutcome(text="offset must be an integer >= 0 and limit an integer >= 1", is_error=True)
@@ -83,9 +84,9 @@ def output_tools(resolve: Callable[[str], Path | None]) -> list[LocalTool]:
         return ToolOutcome(text=f"[characters {offset:,}-{end:,} of {len(text):,}.{more}]\n{text[offset:end]}")
 
     async def search_output(arguments: dict[str, Any]) -> ToolOutcome:
-        text, error = load(arguments)
-        if error:
-            return error
+        text = load(arguments)
+        if isinstance(text, ToolOutcome):
+            return text
         try:
             pattern = re.compile(str(arguments.get("pattern", "")))
         except re.error as exc:

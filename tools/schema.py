@@ -111,7 +111,7 @@ def object_root(schema: dict[str, Any] | None) -> dict[str, Any]:
         root["type"] = "object"
         root.setdefault("properties", {})
         return root
-    defs = {k: root.pop(k) for k in ("$defs", "definitions") if k in root}
+    defs: dict[str, Any] = {k: root.pop(k) for k in ("$defs", "definitions") if k in root}
     return {"type": "object", "properties": {"value": root}, "required": ["value"], **defs}
 
 
