@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from mcp.server.mcpserver.exceptions import ToolError
 
+from servers._byte_names import unescape
+
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX on common filesystems
 
@@ -25,6 +27,10 @@ _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 
 class PathError(ToolError):
     """A path was refused or could not be used; the message says which path and why."""
+
+
+class PathRefused(PathError):
+    """A path was refused because it leads outside the allowed roots (or there are none)."""
 
 
 def _describe(err: OSError, shown: str) -> str:
@@ -108,12 +114,15 @@ class PathGuard:
 
     def _absolute(self, path: str) -> str:
         if not self.roots:
-            raise PathError("no allowed roots: this connection may not touch any file")
+            raise PathRefused("no allowed roots: this connection may not touch any file")
         if not isinstance(path, str) or path == "":
             raise PathError(f"empty path; relative paths start at {self.roots[0]}")
         if "\0" in path:
             raise PathError(f"path contains a NUL byte: {path!r}")
-        size = len(path.encode("utf-8", "surrogateescape"))
+        try:
+            size = len(path.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            raise PathError(f"path holds a UTF-16 surrogate that stands for no byte: {path!r}") from None
         if size > MAX_PATH_BYTES:
             raise PathError(f"path too long: {size} bytes (the limit is {MAX_PATH_BYTES})")
         for part in path.split("/"):
@@ -123,17 +132,23 @@ class PathGuard:
                 )
         # Only "~" and "~/..." mean home: "~user" stays a literal name. No Unicode normalisation on purpose:
         # "／" (fullwidth solidus) or "‥" must stay ordinary characters, never turn into "/" or "..".
+        absolute = self._join(path)
+        if not os.path.lexists(absolute) and (decoded := unescape(path)) is not None:
+            return self._join(decoded)  # a name shown with \xNN escapes for its undecodable bytes
+        return absolute
+
+    def _join(self, path: str) -> str:
         if path == "~" or path.startswith("~/"):
             path = os.path.expanduser("~") + path[1:]
         return os.path.join(self.roots[0], path)
 
-    def _refuse_outside(self, path: str, absolute: str, real: str) -> PathError:
+    def _refuse_outside(self, path: str, absolute: str, real: str) -> PathRefused:
         roots = ", ".join(self.roots)
         if self.contains(os.path.normpath(absolute)):
-            return PathError(
+            return PathRefused(
                 f"symlink target outside the allowed roots: {path} -> {real} (allowed roots: {roots})"
             )
-        return PathError(f"outside the allowed roots: {path} (resolves to {real}; allowed roots: {roots})")
+        return PathRefused(f"outside the allowed roots: {path} (resolves to {real}; allowed roots: {roots})")
 
     def resolve(self, path: str, *, must_exist: bool = True) -> str:
         """The real path `path` names, every symlink followed, after checking that it stays inside the roots.
@@ -180,7 +195,7 @@ class PathGuard:
         """
         root = self.root_of(real_dir)
         if root is None:
-            raise PathError(f"outside the allowed roots: {real_dir}")
+            raise PathRefused(f"outside the allowed roots: {real_dir}")
         fd = os.open(root, _DIR_FLAGS)
         walked = root
         try:
@@ -197,7 +212,7 @@ class PathGuard:
                     child = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(part, fd):
-                        raise PathError(
+                        raise PathRefused(
                             f"a directory on the path became a symlink after the check: {walked}"
                         ) from None
                     raise
@@ -221,7 +236,7 @@ class PathGuard:
             fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
         except OSError as err:
             if err.errno == errno.ELOOP:
-                raise PathError(f"changed into a symlink while being opened: {shown}") from None
+                raise PathRefused(f"changed into a symlink while being opened: {shown}") from None
             raise os_error(err, shown) from None
         finally:
             os.close(dir_fd)

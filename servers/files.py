@@ -1,6 +1,6 @@
 """The files MCP server: read, write, edit, list and search files, confined to the allowed roots.
 
-Run alone: `python -m servers.files ROOT [ROOT ...] [--http HOST:PORT]` (stdio by default). Tools that
+Run alone: `agent server files ROOT [ROOT ...] [--http HOST:PORT]` (stdio by default). Tools that
 return file content, diffs or trees answer in plain text; tools that return facts about files also
 return structured content with an output schema. Work that grows with file or tree size runs in a
 worker thread, so one big search does not stall other calls.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import inspect
 import logging
 import os
@@ -17,7 +18,6 @@ import stat
 import sys
 import threading
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,9 @@ from mcp.types import (
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
+from agent.version import package_version
+from servers._byte_names import show, show_all
+from servers._client_log import ClientLog, PerConnection
 from servers._content_search import Matcher
 from servers._file_results import (
     ContentMatch,
@@ -57,7 +60,7 @@ from servers._file_results import (
     grep_text,
 )
 from servers._file_views import find_glob, render_tree, search
-from servers._path_guard import PathError, PathGuard, os_error
+from servers._path_guard import PathError, PathGuard, PathRefused, os_error
 from servers._text_files import TextFileError, apply_edits, looks_binary, read_window, unified_diff
 
 DEFAULT_MAX_READ_CHARS = 256 * 1024
@@ -108,6 +111,49 @@ def _tool(title: str, annotations: ToolAnnotations, *, structured: bool) -> Call
     return mark
 
 
+def _shown(result: T) -> T:
+    """A tool's answer with undecodable bytes of file names escaped as \\xNN, so JSON can carry it."""
+    if isinstance(result, str):
+        return show(result)  # type: ignore[return-value]
+    if isinstance(result, CallToolResult):
+        content = [
+            block.model_copy(update={"text": show(block.text)}) if isinstance(block, TextContent) else block
+            for block in result.content
+        ]
+        return result.model_copy(  # type: ignore[return-value]
+            update={"content": content, "structured_content": show_all(result.structured_content)}
+        )
+    return result
+
+
+def _reported(log: ClientLog, name: str, method: Callable[..., Any], *, writes: bool) -> Callable[..., Any]:
+    """The tool `method`, its answer made safe for JSON and its failures sent to the client's log.
+
+    Refused paths are warnings, failed changes errors, other failures (a missing file, say) info.
+    """
+
+    @functools.wraps(method)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        ctx = kwargs.get("ctx")
+        try:
+            return _shown(await method(*args, **kwargs))
+        except ToolError as err:
+            message = show(str(err))
+            err.args = (message,)
+            if isinstance(err, PathRefused):
+                await log.warning(ctx, f"{name} refused: {message}")
+            elif writes:
+                await log.error(ctx, f"{name} failed: {message}")
+            else:
+                await log.info(ctx, f"{name} failed: {message}")
+            raise
+        except Exception as err:  # the client only sees "Error executing tool"; its log says a little more
+            await log.error(ctx, f"{name} failed unexpectedly: {type(err).__name__}")
+            raise
+
+    return run
+
+
 async def _in_thread(work: Callable[[threading.Event], T]) -> T:
     """Run blocking file work in a worker thread; on cancellation the work sees `stop` set and winds down."""
     stop = threading.Event()
@@ -142,12 +188,21 @@ class EditSpec(BaseModel):
 class FileTools:
     """The tools, bound to the command-line roots; a session's client roots may narrow them."""
 
-    def __init__(self, guard: PathGuard, *, client_roots: str, max_read_chars: int, max_media_bytes: int):
+    def __init__(
+        self,
+        guard: PathGuard,
+        *,
+        client_roots: str,
+        max_read_chars: int,
+        max_media_bytes: int,
+        log: ClientLog,
+    ):
         self.guard = guard
+        self.log = log
         self.client_roots = client_roots
         self.max_read_chars = max_read_chars
         self.max_media_bytes = max_media_bytes
-        self._session_guards: weakref.WeakKeyDictionary[Any, PathGuard] = weakref.WeakKeyDictionary()
+        self._session_guards: PerConnection[PathGuard] = PerConnection()
 
     # -- roots ---------------------------------------------------------------------------------------------
 
@@ -155,7 +210,9 @@ class FileTools:
         """The guard for this call: the command-line roots, narrowed by the client's roots where it has some.
 
         Roots can only be asked for on handshake-era connections (protocol up to 2025-11-25) whose client
-        declared the capability; on 2026-07-28 the server has no way to ask, so the command line rules.
+        declared the capability; on 2026-07-28 the server has no way to ask, so the command line rules. A
+        client that lists no roots at all (the MCP Inspector does) keeps the command line too, as the
+        reference filesystem server does: an empty list never narrows to nothing.
         """
         if self.client_roots == "ignore":
             return self.guard
@@ -177,11 +234,14 @@ class FileTools:
         except Exception:
             guard = self.guard  # a client that declares roots but cannot list them keeps the command line
         else:
-            guard = self._narrow([str(root.uri) for root in listed.roots])
-        try:
-            self._session_guards[session] = guard
-        except TypeError:
-            pass  # a session that cannot be weakly referenced is asked again next time
+            uris = [str(root.uri) for root in listed.roots]
+            guard = self._narrow(uris) if uris else self.guard
+            if not uris:
+                await self.log.info(ctx, "the client lists no roots: the command-line roots stay allowed")
+            elif guard.roots != self.guard.roots:
+                shown = ", ".join(guard.roots) or "none"
+                await self.log.info(ctx, f"the client's roots narrow the allowed roots to: {shown}")
+        self._session_guards.set(session, guard)
         return guard
 
     def _narrow(self, uris: list[str]) -> PathGuard:
@@ -193,7 +253,7 @@ class FileTools:
             parsed = urlparse(uri)
             if parsed.scheme != "file":
                 continue
-            real = os.path.realpath(unquote(parsed.path))
+            real = os.path.realpath(unquote(parsed.path, errors="surrogateescape"))  # names are bytes
             if self.guard.contains(real) and os.path.isdir(real):
                 narrowed.append(real)
             else:
@@ -204,10 +264,7 @@ class FileTools:
     async def forget_roots(self, ctx: Any, call_next: Callable[[Any], Any]) -> Any:
         """Server middleware: drop a session's cached roots when the client says they changed."""
         if getattr(ctx, "method", None) == "notifications/roots/list_changed":
-            try:
-                self._session_guards.pop(ctx.session, None)
-            except TypeError:
-                pass
+            self._session_guards.forget(getattr(ctx, "session", None))
         return await call_next(ctx)
 
     # -- reading ---------------------------------------------------------------------------------------------
@@ -895,27 +952,35 @@ def build_server(
         raise ValueError("no usable root directory: " + "; ".join(problems or ["none given"]))
     for problem in problems:
         logging.getLogger(__name__).warning("files server: %s", problem)
+    log = ClientLog(name)
     tools = FileTools(
-        guard, client_roots=client_roots, max_read_chars=max_read_chars, max_media_bytes=max_media_bytes
+        guard,
+        client_roots=client_roots,
+        max_read_chars=max_read_chars,
+        max_media_bytes=max_media_bytes,
+        log=log,
     )
     server = MCPServer(
         name,
         title="Files",
-        instructions=(
+        version=package_version(),
+        instructions=show(
             "Read, write, edit, list and search files below these roots: "
             + ", ".join(guard.roots)
             + f". Relative paths start at {guard.roots[0]}. Prefer edit_file over write_file for changes, "
-            "search_content and glob_search over reading whole trees."
+            "search_content and glob_search over reading whole trees. File names that are not valid UTF-8 "
+            "are shown with \\xNN escapes for their odd bytes; pass them back as shown."
         ),
         log_level=log_level,
     )
+    log.install(server)
     for attr, member in vars(FileTools).items():  # in definition order
         spec = getattr(member, "__mcp_tool__", None)
         if spec is not None:
             title, annotations, structured = spec
             limits = {"max_read_kb": max_read_chars // 1024, "max_media": _human(max_media_bytes)}
             server.add_tool(
-                getattr(tools, attr),
+                _reported(log, attr, getattr(tools, attr), writes=not annotations.read_only_hint),
                 title=title,
                 description=inspect.cleandoc(member.__doc__ or "").format(**limits),
                 annotations=annotations,
@@ -937,7 +1002,8 @@ def _host_port(value: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="files-server", description="MCP server for files below the given roots (stdio unless --http)."
+        prog="agent server files",
+        description="MCP server for files below the given roots (stdio unless --http).",
     )
     parser.add_argument(
         "roots",

@@ -1,6 +1,6 @@
 """The shell MCP server: run commands and background jobs in a Sandbox bound to one workspace folder.
 
-    python -m servers.shell ROOT [--timeout-default 60] [--timeout-max 600] [--output-cap 30000]
+    agent server shell ROOT [--timeout-default 60] [--timeout-max 600] [--output-cap 30000]
         [--env-allow NAME]... [--allow REGEX]... [--deny REGEX]... [--sandbox local] [--http HOST:PORT]
 
 Speaks stdio by default, streamable HTTP (at /mcp) with --http. Heavy imports wait until they are needed:
@@ -103,15 +103,20 @@ def build_server(
 
     import anyio
     from mcp.server import MCPServer
+    from mcp.server.mcpserver import Context
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.types import CallToolResult, TextContent, ToolAnnotations
     from pydantic import BaseModel, Field
 
+    from agent.version import package_version
     from runtime.sandbox import SandboxError
+    from servers._byte_names import show, show_all, unescape
+    from servers._client_log import ClientLog
 
     if timeout_default <= 0 or timeout_max < timeout_default:
         raise ValueError("need 0 < timeout_default <= timeout_max")
     policy = CommandPolicy(allow, deny)
+    log = ClientLog(name)
     jobs: dict[str, _Job] = {}
     job_numbers = itertools.count(1)
     workdir = sandbox.workdir
@@ -153,16 +158,24 @@ def build_server(
     class JobList(BaseModel):
         jobs: list[JobInfo] = Field(description="Jobs started and not yet stopped, oldest first")
 
-    def refuse_unless_allowed(command: str) -> None:
+    async def refuse_unless_allowed(ctx: Context, command: str) -> None:
         if (reason := policy.refusal(command)) is not None:
+            await log.warning(ctx, f"{reason}: {command}")
             raise ToolError(reason)
 
-    def command_cwd(cwd: str) -> str:
+    def inside_workdir(cwd: str) -> str:
         path = posixpath.normpath(posixpath.join(workdir, cwd))
         if path != workdir and not path.startswith(workdir.rstrip("/") + "/"):
             raise ToolError(
                 f"cwd {cwd!r} is outside the workspace root; give a path relative to it, such as '.'"
             )
+        return path
+
+    def command_cwd(cwd: str) -> str:
+        path = inside_workdir(cwd)
+        on_host = os.path.join(sandbox.workspace, posixpath.relpath(path, workdir))
+        if not os.path.lexists(on_host) and (decoded := unescape(cwd)) is not None:
+            return inside_workdir(decoded)  # a folder name shown with \xNN escapes for its odd bytes
         return path
 
     def command_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -203,9 +216,10 @@ def build_server(
         return f"{info['job_id']} ({state}): {info['command']}"
 
     def result(text: str, structured: BaseModel) -> CallToolResult:
+        # Paths of a workspace whose names are not valid UTF-8 carry lone surrogates, which JSON cannot.
         return CallToolResult(
-            content=[TextContent(type="text", text=text)],
-            structured_content=structured.model_dump(mode="json"),
+            content=[TextContent(type="text", text=show(text))],
+            structured_content=show_all(structured.model_dump(mode="json")),  # type: ignore[arg-type]
         )
 
     async def stop_jobs() -> None:
@@ -230,13 +244,15 @@ def build_server(
     rules = policy.describe()
     server = MCPServer(
         name,
-        instructions=(
+        version=package_version(),
+        instructions=show(
             f"Runs shell commands in a {sandbox.kind} sandbox whose workspace root is {workdir}. Use run_command "
             "for commands that finish; start_job for servers, watchers and anything interactive. " + rules
         ).strip(),
         lifespan=lifespan,
         log_level="WARNING",
     )
+    log.install(server)
     cwd_field = Field(
         description="Working directory, relative to the workspace root (or absolute inside it); "
         "it must exist. Default: the root."
@@ -263,6 +279,7 @@ def build_server(
     )
     async def run_command(
         command: Annotated[str, Field(description="Shell command line (pipes, redirections, && and ; work)")],
+        ctx: Context,
         cwd: Annotated[str, cwd_field] = ".",
         timeout: Annotated[
             float | None,
@@ -274,7 +291,7 @@ def build_server(
         ] = None,
         env: Annotated[dict[str, str] | None, env_field] = None,
     ) -> Annotated[CallToolResult, CommandResult]:
-        refuse_unless_allowed(command)
+        await refuse_unless_allowed(ctx, command)
         run_cwd = command_cwd(cwd)
         limit = min(timeout or timeout_default, timeout_max)
         full = output_file()
@@ -290,7 +307,8 @@ def build_server(
         except SandboxError as exc:
             if full is not None:
                 full.unlink(missing_ok=True)
-            raise ToolError(str(exc)) from exc
+            await log.error(ctx, f"the sandbox could not run the command: {exc}: {command}")
+            raise ToolError(show(str(exc))) from exc
         saved: str | None = None
         if full is not None:
             if outcome.truncated:
@@ -310,6 +328,7 @@ def build_server(
         )
         if outcome.timed_out:
             lines = [f"Timed out after {limit:g} s; the command and every process it started were killed."]
+            await log.warning(ctx, f"timed out after {limit:g} s and was killed: {command}")
         else:
             lines = [f"Exit code {outcome.exit_code} ({outcome.duration_s:.2f} s)."]
         if timeout is not None and timeout > timeout_max:
@@ -320,6 +339,8 @@ def build_server(
             lines.append(f"stderr:\n{outcome.stderr.rstrip(chr(10))}")
         if not outcome.stdout and not outcome.stderr:
             lines.append("(no output)")
+        if not outcome.timed_out and outcome.exit_code is not None and outcome.exit_code < 0:
+            await log.warning(ctx, f"killed by signal {-outcome.exit_code}: {command}")
         if outcome.truncated:
             where = f"saved in {saved} (relative to the workspace root)" if saved else "not saved"
             lines.append(
@@ -341,15 +362,17 @@ def build_server(
     )
     async def start_job(
         command: Annotated[str, Field(description="Shell command line to run in the background")],
+        ctx: Context,
         cwd: Annotated[str, cwd_field] = ".",
         env: Annotated[dict[str, str] | None, env_field] = None,
     ) -> Annotated[CallToolResult, JobInfo]:
-        refuse_unless_allowed(command)
+        await refuse_unless_allowed(ctx, command)
         run_cwd = command_cwd(cwd)
         try:
             process = await sandbox.spawn(command, cwd=run_cwd, env=command_env(env))
         except SandboxError as exc:
-            raise ToolError(str(exc)) from exc
+            await log.error(ctx, f"the sandbox could not start the job: {exc}: {command}")
+            raise ToolError(show(str(exc))) from exc
         entry = _Job(f"job-{next(job_numbers)}", command, posixpath.relpath(run_cwd, workdir), process)
         jobs[entry.job_id] = entry
         info = job_info(entry)
@@ -482,7 +505,7 @@ def _regex(value: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m servers.shell",
+        prog="agent server shell",
         description="MCP server that runs shell commands and background jobs in a workspace folder.",
     )
     parser.add_argument("root", type=Path, help="workspace folder: commands run there, cwd cannot leave it")

@@ -1,6 +1,6 @@
 """The web MCP server: a `fetch` tool that reads pages as Markdown or text, and `search` when a backend is set.
 
-Run alone: `python -m servers.web [--allow-host HOST ...] [--search-backend searxng|brave] [--http HOST:PORT]`.
+Run alone: `agent server web [--allow-host HOST ...] [--search-backend searxng|brave] [--http HOST:PORT]`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from typing import Annotated
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from servers._web_fetch import AddressPolicy, FetchedResponse, Fetcher, FetchError
+from agent.version import package_version
+from servers._client_log import ClientLog
+from servers._web_fetch import AddressPolicy, FetchedResponse, Fetcher, FetchError, RefusedAddressError
 from servers._web_search import (
     BRAVE_URL,
     BraveBackend,
@@ -31,7 +34,7 @@ from servers._web_search import (
     format_results,
 )
 
-DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; deepseek-mcp-agent-web/0.1; +MCP fetch tool)"
+DEFAULT_USER_AGENT = f"Mozilla/5.0 (compatible; deepseek-mcp-agent-web/{package_version()}; +MCP fetch tool)"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_LENGTH = 20_000
@@ -134,11 +137,14 @@ def build_server(
     instructions = "Read web pages with fetch (HTML comes back as Markdown of the main content)."
     if backend is not None:
         instructions += " Find pages with search, then read them with fetch."
-    server = MCPServer("web", version="0.1.0", instructions=instructions)
+    server = MCPServer("web", version=package_version(), instructions=instructions)
+    log = ClientLog("web")
+    log.install(server)
     cache = PageCache()
 
     async def fetch(
         url: Annotated[str, Field(description="The http or https URL to read.", min_length=1)],
+        ctx: Context,
         max_length: Annotated[
             int,
             Field(description="The most characters of content to return in this call.", ge=1, le=1_000_000),
@@ -166,7 +172,14 @@ def build_server(
         key = (url, raw)
         page = cache.get(key) if start_index > 0 else None
         if page is None:
-            page = await _read_page(fetcher, url, raw)
+            try:
+                page = await _read_page(fetcher, url, raw)
+            except _Refused as exc:
+                await log.warning(ctx, f"fetch refused: {exc}")
+                raise
+            except ToolError as exc:
+                await log.error(ctx, f"fetch failed: {exc}")
+                raise
             cache.put(key, page)
         return render(page, start_index, max_length)
 
@@ -178,6 +191,7 @@ def build_server(
 
         async def search(
             query: Annotated[str, Field(description="What to search the web for.", min_length=1)],
+            ctx: Context,
             max_results: Annotated[int, Field(description="The most results to return.", ge=1, le=20)] = 10,
             page: Annotated[int, Field(description="Page of results, from 1.", ge=1, le=10)] = 1,
         ) -> Annotated[CallToolResult, SearchResults]:
@@ -185,6 +199,7 @@ def build_server(
             try:
                 hits = await backend.search(query, max_results, page)
             except SearchError as exc:
+                await log.error(ctx, f"search failed: {exc}")
                 raise ToolError(str(exc)) from None
             results = SearchResults(query=query, backend=backend.name, page=page, results=hits)
             return CallToolResult(
@@ -200,11 +215,17 @@ def build_server(
     return server
 
 
+class _Refused(ToolError):
+    """A fetch the address policy refused (a private, loopback or special address)."""
+
+
 async def _read_page(fetcher: Fetcher, url: str, raw: bool) -> Page:
     from servers._web_convert import UnsupportedContentError, convert, kind_of
 
     try:
         response: FetchedResponse = await fetcher.get(url)
+    except RefusedAddressError as exc:
+        raise _Refused(str(exc)) from None
     except FetchError as exc:
         raise ToolError(str(exc)) from None
     if response.cut and kind_of(response.media_type, response.body) == "pdf":
@@ -262,7 +283,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="web", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="agent server web", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--allow-host",
         action="append",

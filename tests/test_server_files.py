@@ -1050,6 +1050,123 @@ def test_gitignore_fast_path_agrees_with_pathspec() -> None:
         assert bool(fast.decide(path, name)) == bool(spec.check_file(path).include), path
 
 
+# --- names that are not valid UTF-8 ----------------------------------------------------------------------------
+
+CAFE = b"caf\xe9.txt"  # a Latin-1 name: not valid UTF-8
+CAFE_SHOWN = "caf\\xe9.txt"  # how the tools show it: the odd byte as a literal \xNN
+
+
+def byte_path(folder: Path, *names: bytes) -> bytes:
+    return os.path.join(os.fsencode(folder), *names)
+
+
+def make_byte_file(folder: Path, *names: bytes, content: bytes = b"bonjour\n") -> bytes:
+    path = byte_path(folder, *names)
+    with open(path, "wb") as file:
+        file.write(content)
+    return path
+
+
+def test_list_directory_shows_non_utf8_names_escaped(files: Files) -> None:
+    make_byte_file(files.folder, CAFE)
+    result = files.ok("list_directory", path=files.name)
+    assert [entry["name"] for entry in result.structured_content["entries"]] == [CAFE_SHOWN]
+    assert f"[FILE] {CAFE_SHOWN}  8 B" in text_of(result)
+
+
+def test_read_tools_take_escaped_names_back(files: Files) -> None:
+    make_byte_file(files.folder, CAFE)
+    shown = files.rel(CAFE_SHOWN)
+    assert "1\tbonjour" in text_of(files.ok("read_file", path=shown))
+    assert f"==> {shown} <==\n     1\tbonjour" in text_of(files.ok("read_multiple_files", paths=[shown]))
+    info = files.ok("get_file_info", path=shown).structured_content
+    assert info["path"] == shown and info["size"] == 8
+    assert info["real_path"] == os.path.join(str(files.folder.resolve()), CAFE_SHOWN)
+    assert "text/plain" in text_of(files.ok("read_media_file", path=shown))
+
+
+def test_write_and_edit_take_escaped_names_back(files: Files) -> None:
+    on_disk = make_byte_file(files.folder, CAFE)
+    shown = files.rel(CAFE_SHOWN)
+    written = files.ok("write_file", path=shown, content="salut\n")
+    assert written.structured_content == {"path": shown, "bytes_written": 6, "created": False}
+    edited = text_of(files.ok("edit_file", path=shown, edits=[{"old_text": "salut", "new_text": "ciao"}]))
+    assert f"+++ {shown}" in edited or shown in edited.splitlines()[0]
+    with open(on_disk, "rb") as file:
+        assert file.read() == b"ciao\n"
+    assert os.listdir(os.fsencode(files.folder)) == [CAFE]
+
+
+def test_move_and_delete_take_escaped_names_back(files: Files) -> None:
+    make_byte_file(files.folder, CAFE)
+    moved = files.ok("move_file", source=files.rel(CAFE_SHOWN), destination=files.rel("d\\xfc.txt"))
+    assert moved.structured_content["destination"] == files.rel("d\\xfc.txt")
+    assert os.listdir(os.fsencode(files.folder)) == [b"d\xfc.txt"]
+    files.ok("delete_file", path=files.rel("d\\xfc.txt"))
+    assert os.listdir(os.fsencode(files.folder)) == []
+
+
+def test_tree_glob_and_search_show_escaped_names_that_work_as_paths(files: Files) -> None:
+    os.mkdir(byte_path(files.folder, b"r\xe9sum\xe9"))
+    make_byte_file(files.folder, b"r\xe9sum\xe9", CAFE, content=b"needle\n")
+    inner = files.rel("r\\xe9sum\\xe9", CAFE_SHOWN)
+    tree = text_of(files.ok("directory_tree", path=files.name))
+    assert "r\\xe9sum\\xe9/" in tree and CAFE_SHOWN in tree
+    assert files.ok("glob_search", pattern="**/*.txt", path=files.name).structured_content["matches"] == [inner]
+    found = files.ok("search_content", pattern="needle", path=files.name)
+    assert [m["path"] for m in found.structured_content["matches"]] == [inner]
+    assert f"{inner}:1:needle" in text_of(found)
+    assert "1\tneedle" in text_of(files.ok("read_file", path=inner))
+    assert files.ok("list_directory", path=files.rel("r\\xe9sum\\xe9")).structured_content["total"] == 1
+
+
+def test_a_name_that_exists_as_given_wins_over_reading_its_escapes(files: Files) -> None:
+    (files.folder / CAFE_SHOWN).write_text("literal backslash\n")
+    make_byte_file(files.folder, CAFE, content=b"odd byte\n")
+    assert "literal backslash" in text_of(files.ok("read_file", path=files.rel(CAFE_SHOWN)))
+
+
+def test_a_symlink_to_a_non_utf8_name_shows_its_target_escaped(files: Files) -> None:
+    make_byte_file(files.folder, CAFE)
+    os.symlink(CAFE, byte_path(files.folder, b"link"))
+    info = files.ok("get_file_info", path=files.rel("link")).structured_content
+    assert info["symlink_target"] == CAFE_SHOWN and info["real_path"].endswith(CAFE_SHOWN)
+    assert f"link -> {CAFE_SHOWN}" in text_of(files.ok("directory_tree", path=files.name))
+
+
+def test_errors_about_non_utf8_names_show_them_escaped(files: Files) -> None:
+    os.mkdir(byte_path(files.folder, CAFE))
+    assert f"is a directory: {files.rel(CAFE_SHOWN)}" in files.error("read_file", path=files.rel(CAFE_SHOWN))
+    target = make_byte_file(files.conn.base / "outside", files.name.encode() + b"-" + CAFE)
+    os.symlink(target, byte_path(files.folder, b"escape"))
+    refused = files.error("read_file", path=files.rel("escape"))
+    assert "symlink target outside the allowed roots" in refused
+    assert f"outside/{files.name}-{CAFE_SHOWN}" in refused
+
+
+def test_search_content_reads_latin1_content_with_a_stated_fallback(files: Files) -> None:
+    (files.folder / "latin1.txt").write_bytes("café crème\n".encode("latin-1"))
+    found = files.ok("search_content", pattern="caf", path=files.name)
+    assert [m["text"] for m in found.structured_content["matches"]] == ["caf\ufffd cr\ufffdme"]
+    read = text_of(files.ok("read_file", path=files.rel("latin1.txt")))
+    assert "caf\ufffd" in read and "not valid UTF-8: undecodable bytes are shown as U+FFFD" in read
+
+
+def test_a_root_whose_own_name_is_not_utf8_is_served(tmp_path: Path) -> None:
+    root = byte_path(tmp_path, b"r\xe9")
+    os.mkdir(root)
+    make_byte_file(Path(os.fsdecode(root)), b"a.txt")
+    shown_root = os.path.join(str(tmp_path.resolve()), "r\\xe9")
+    with connected(stdio_params(Path(os.fsdecode(root))), tmp_path) as conn:
+        roots = conn.portal.call(conn.client.call_tool, "list_allowed_roots", {})
+        assert roots.structured_content["roots"] == [shown_root]
+        assert shown_root in (conn.client.instructions or "")
+        listed = conn.portal.call(conn.client.call_tool, "list_directory", {"path": shown_root})
+        assert not listed.is_error and listed.structured_content["entries"][0]["name"] == "a.txt"
+        read = conn.portal.call(conn.client.call_tool, "read_file", {"path": f"{shown_root}/a.txt"})
+        assert "1\tbonjour" in text_of(read)
+
+
 # --- client roots and the command line ------------------------------------------------------------------------
 
 
@@ -1088,6 +1205,36 @@ def test_client_roots_narrow_the_command_line_roots_on_handshake_connections(tmp
             "roots": [str((base / "root").resolve())],
             "source": "client roots",
         }
+
+
+@pytest.mark.filterwarnings("ignore:The roots capability is deprecated")
+def test_a_client_that_lists_no_roots_keeps_the_command_line_roots(tmp_path: Path) -> None:
+    base = make_base(tmp_path)
+    (base / "root" / "a.txt").write_text("alpha\n")
+
+    async def no_roots(_ctx: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[])  # what the MCP Inspector 2.x answers
+
+    with connected(stdio_params(base / "root"), base, mode="legacy", list_roots_callback=no_roots) as conn:
+        listed = conn.portal.call(conn.client.call_tool, "list_allowed_roots", {})
+        assert listed.structured_content == {"roots": [str((base / "root").resolve())], "source": "command line"}
+        read = conn.portal.call(conn.client.call_tool, "read_file", {"path": "a.txt"})
+        assert not read.is_error and "1\talpha" in text_of(read)
+
+
+@pytest.mark.filterwarnings("ignore:The roots capability is deprecated")
+def test_client_roots_are_asked_for_once_per_connection(tmp_path: Path) -> None:
+    base = make_base(tmp_path)
+    asked: list[int] = []
+
+    async def roots(_ctx: Any) -> ListRootsResult:
+        asked.append(1)
+        return ListRootsResult(roots=[Root(uri=(base / "root").as_uri())])
+
+    with connected(stdio_params(base / "root"), base, mode="legacy", list_roots_callback=roots) as conn:
+        for _ in range(3):
+            conn.portal.call(conn.client.call_tool, "list_allowed_roots", {})
+    assert len(asked) == 1
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -267,6 +267,49 @@ def test_cancelled_call_kills_the_command(shell: Shell) -> None:
     assert gone(*pids), "cancelling the call left the command running"
 
 
+# --- odd bytes: output and file names that are not valid UTF-8 ---------------------------------------
+
+
+def test_output_that_is_not_utf8_comes_back_with_replacement_characters(shell: Shell) -> None:
+    data = shell.run(r"printf 'caf\351\n'; printf 'cr\350me\n' >&2")
+    assert (data["stdout"], data["stderr"]) == ("caf\ufffd\n", "cr\ufffdme\n")
+    assert shell.run("echo still serving")["stdout"] == "still serving\n"
+
+
+def test_non_utf8_output_beyond_the_cap_is_saved_in_full(shell: Shell) -> None:
+    data = shell.run(r"i=0; while [ $i -lt 4000 ]; do printf 'caf\351 %d\n' $i; i=$((i+1)); done")
+    assert data["truncated"] is True and "caf\ufffd" in data["stdout"]
+    saved = (shell.conn.root / data["output_path"]).read_bytes()
+    assert saved == b"".join(b"caf\xe9 %d\n" % i for i in range(4000))  # the bytes as printed
+
+
+def test_non_utf8_file_names_in_the_workspace_do_no_harm(shell: Shell) -> None:
+    with open(os.path.join(os.fsencode(shell.folder), b"caf\xe9.txt"), "wb") as file:
+        file.write(b"bonjour\n")
+    data = shell.run("ls; cat caf*")
+    assert data["stdout"] == "caf\ufffd.txt\nbonjour\n"
+    job = shell.call("start_job", command="ls").structured_content["job_id"]
+    output = shell.call("read_job", job_id=job, wait_s=10).structured_content["output"]
+    assert "caf\ufffd.txt" in output
+
+
+def test_cwd_takes_a_folder_name_shown_with_escapes(shell: Shell) -> None:
+    os.mkdir(os.path.join(os.fsencode(shell.folder), b"d\xfc"))
+    data = shell.run("pwd", cwd=f"{shell.name}/d\\xfc")
+    assert data["stdout"] == f"{shell.folder}/d\ufffd\n"
+    job = shell.call("start_job", command="pwd", cwd=f"{shell.name}/d\\xfc").structured_content
+    assert job["cwd"] == f"{shell.name}/d\\xfc"
+
+
+def test_a_workspace_whose_own_name_is_not_utf8_is_served(tmp_path: Path) -> None:
+    root = os.path.join(os.fsencode(tmp_path), b"w\xe9")
+    os.mkdir(root)
+    with connected(stdio_params(Path(os.fsdecode(root))), tmp_path) as conn:
+        assert f"{tmp_path}/w\\xe9" in (conn.client.instructions or "")
+        result = conn.portal.call(conn.client.call_tool, "run_command", {"command": "pwd"})
+        assert not result.is_error and result.structured_content["stdout"] == f"{tmp_path}/w\ufffd\n"
+
+
 # --- options: allow/deny, env-allow, timeout cap ------------------------------------------------------
 
 
