@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .repo import Pack, RepoSpec, pack_repos
+from .errors import ContextOverflowError
+from .repo import Pack, RepoSpec, decode_text, pack_repos
 from .tokens import make_counter
+from .usage import CHARS_PER_TOKEN, Usage
 
 Render = Callable[[dict[str, Any]], bytes]
 Summarise = Callable[[list[dict[str, Any]]], Awaitable[str]]
@@ -71,7 +74,10 @@ class ContextConfig(BaseModel):
         25_000, ge=100, description="Longer tool results are cut; the full text is saved and can be paged"
     )
     compact_at: float = Field(0.75, gt=0, le=1, description="Compact when the prompt passes this share of the window")
-    keep_recent_messages: int = Field(12, ge=2, description="Messages kept verbatim at the end when compacting")
+    keep_recent_messages: int = Field(
+        12, ge=2, description="Most messages kept verbatim at the end when compacting (fewer when they would not "
+                              "fit in half of what the threshold leaves after the system prompt, task and tools)"
+    )
     repos: list[RepoSpec] = Field(default_factory=list, description="Repositories packed into the first message")
     repo_budget_tokens: int = Field(400_000, ge=1000, description="Token budget of the repository snapshot")
     max_file_tokens: int = Field(60_000, ge=100, description="Files above this are packed as outlines")
@@ -106,14 +112,17 @@ class OutputStore:
 
 @dataclass
 class TokenEstimate:
-    """Characters per token, calibrated against the prompt sizes the server reports."""
+    """Characters (bytes of the request body) per token, calibrated against the prompt sizes the server
+    reports; `basis` says where the current figure comes from, for messages."""
 
-    chars_per_token: float = 3.6
+    chars_per_token: float = CHARS_PER_TOKEN
+    basis: str = f"a default of {CHARS_PER_TOKEN} characters per token"
 
     def observe(self, chars: int, tokens: int) -> None:
         if chars > 2000 and tokens > 0:
             measured = chars / tokens
             self.chars_per_token = 0.7 * self.chars_per_token + 0.3 * measured
+            self.basis = "characters per token calibrated on the server's prompt counts"
 
     def tokens(self, chars: int) -> int:
         return int(chars / self.chars_per_token)
@@ -126,14 +135,15 @@ class RepoTracker:
     baseline: dict[Path, str] = field(default_factory=dict)
     stats: dict[Path, tuple[int, int]] = field(default_factory=dict)
     labels: dict[Path, str] = field(default_factory=dict)
+    measured: tuple[int, int] | None = None  # (request bytes, tokens) of the snapshot by a configured tokenizer
 
     @classmethod
     def from_pack(cls, pack: Pack) -> RepoTracker:
         tracker = cls()
         for f in pack.files:
-            if f.status == "omitted":
+            if f.status == "omitted" or f.source is None:
                 continue
-            path = pack.roots[f.repo] / f.path
+            path = f.source
             try:
                 stat = path.stat()
             except OSError:
@@ -155,7 +165,7 @@ class RepoTracker:
             if now == self.stats.get(path):
                 continue
             label = self.labels[path]
-            after = "" if now is None else path.read_text(encoding="utf-8", errors="replace")
+            after = "" if now is None else _current_text(path)
             if after != before:
                 diff = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                             fromfile=f"a/{label}", tofile="/dev/null" if now is None else f"b/{label}")
@@ -166,6 +176,15 @@ class RepoTracker:
             else:
                 self.stats[path] = now
         return "\n".join(d if d.endswith("\n") else d + "\n" for d in diffs if d)
+
+
+def _current_text(path: Path) -> str:
+    """A packed file's text now, decoded the way packing decodes it."""
+    try:
+        decoded = decode_text(path.read_bytes())
+    except OSError:
+        return ""
+    return decoded[0] if isinstance(decoded, tuple) else f"(not text any more: {decoded or 'binary'})\n"
 
 
 SUMMARY_SYSTEM = (
@@ -192,31 +211,49 @@ class ContextKeeper:
         self.outputs = outputs
         self.tracker = tracker
         self.estimate = TokenEstimate()
+        if tracker is not None and tracker.measured and tracker.measured[1]:
+            chars, tokens = tracker.measured
+            self.estimate = TokenEstimate(chars / tokens, "characters per token of the tokenizer's count of the "
+                                                          "repository snapshot")
         self.compactions: list[Compaction] = []
+        self.tools_chars = 0  # the serialised tool list: part of every prompt
         self._last_prompt_tokens = 0
         self._last_prompt_chars = 0
+        self._compact_again_at = 0  # after a compaction that could not get under the threshold
         self.head_messages = 2  # system + first user message: never compacted
 
     # -- sizes --------------------------------------------------------------------------------
 
-    def tokens_now(self, conversation: Conversation) -> int:
-        """The next prompt's size: the server's last count plus an estimate of what was appended since."""
-        grown = max(conversation.wire_chars - self._last_prompt_chars, 0)
-        if not self._last_prompt_tokens:
-            return self.estimate.tokens(conversation.wire_chars)
-        return self._last_prompt_tokens + self.estimate.tokens(grown)
+    @property
+    def threshold(self) -> int:
+        return int(self.config.window_tokens * self.config.compact_at)
 
-    def observe_usage(self, conversation_chars: int, prompt_tokens: int) -> None:
-        if prompt_tokens:
-            self.estimate.observe(conversation_chars, prompt_tokens)
-            self._last_prompt_tokens, self._last_prompt_chars = prompt_tokens, conversation_chars
+    def set_tools(self, tools_json: bytes | None) -> None:
+        self.tools_chars = len(tools_json or b"")
+
+    def prompt_chars(self, conversation: Conversation) -> int:
+        """Bytes of the next request that the server counts as prompt: messages and tool list."""
+        return conversation.wire_chars + self.tools_chars
+
+    def tokens_now(self, conversation: Conversation) -> int:
+        """The next prompt's size: the server's last count plus an estimate of what changed since."""
+        chars = self.prompt_chars(conversation)
+        if not self._last_prompt_tokens:
+            return self.estimate.tokens(chars)
+        return max(self._last_prompt_tokens + self.estimate.tokens(chars - self._last_prompt_chars), 0)
+
+    def observe_usage(self, prompt_chars: int, usage: Usage) -> None:
+        """Calibrate on a prompt the server counted (estimated usage teaches nothing)."""
+        if usage.prompt_tokens and not usage.estimated_requests:
+            self.estimate.observe(prompt_chars, usage.prompt_tokens)
+            self._last_prompt_tokens, self._last_prompt_chars = usage.prompt_tokens, prompt_chars
 
     def status(self, conversation: Conversation) -> dict[str, Any]:
         used = self.tokens_now(conversation)
         window = self.config.window_tokens
         return {
             "tokens_used": used, "window_tokens": window, "tokens_left": max(window - used, 0),
-            "compact_at_tokens": int(window * self.config.compact_at), "messages": len(conversation),
+            "compact_at_tokens": self.threshold, "messages": len(conversation),
             "compactions": [{"removed_messages": c.removed_messages, "tokens_before": c.tokens_before,
                              "tokens_after": c.tokens_after} for c in self.compactions],
         }
@@ -246,16 +283,70 @@ class ContextKeeper:
         text, _ = self.observation(diff)
         return f"Files of the repository snapshot changed since it was taken (diffs):\n```diff\n{text}```"
 
-    def needs_compaction(self, conversation: Conversation) -> bool:
-        return self.tokens_now(conversation) > self.config.window_tokens * self.config.compact_at
+    def compaction_due(self, conversation: Conversation) -> str | None:
+        """Why the conversation should be compacted before the next request, or None.
+
+        Past the threshold, unless the last compaction could not get under it and the context has not yet grown
+        half-way from there to the window; past the window, always.
+        """
+        tokens = self.tokens_now(conversation)
+        if tokens > self.config.window_tokens:
+            return "the next prompt would not fit the window"
+        if tokens > self.threshold and tokens >= self._compact_again_at:
+            return "the conversation passed the compaction threshold"
+        return None
+
+    def check_fits(self, conversation: Conversation) -> None:
+        """Refuse, before sending, a prompt larger than the window."""
+        tokens, window = self.tokens_now(conversation), self.config.window_tokens
+        if tokens <= window:
+            return
+        fixed = self._fixed_tokens(conversation)
+        raise ContextOverflowError(
+            f"the next prompt needs about {tokens:,} tokens but the model's window is {window:,} "
+            f"(context.window_tokens), so it was not sent. Counted as {self._counted_how()}. The system prompt, "
+            f"task, repository snapshot and tool list alone take about {fixed:,} tokens and are never compacted"
+            f"{'' if fixed > window else '; compaction could not make room either'}. Lower "
+            f"context.repo_budget_tokens (now {self.config.repo_budget_tokens:,}) or narrow context.repos with "
+            f"include/exclude, offer fewer tools, or lower context.tool_output_cap_tokens; if the model's window "
+            f"is larger, raise context.window_tokens."
+        )
+
+    def _counted_how(self) -> str:
+        if self._last_prompt_tokens:
+            return f"the server's last prompt count plus an estimate of what was added since ({self.estimate.basis})"
+        return f"an estimate ({self.estimate.basis}; the server has not counted this prompt)"
+
+    def _fixed_tokens(self, conversation: Conversation) -> int:
+        """The part compaction keeps whatever happens: head messages and tool list."""
+        return self.estimate.tokens(sum(map(len, conversation.wire[: self.head_messages])) + self.tools_chars)
+
+    def _tail_start(self, conversation: Conversation, budget: int) -> int:
+        """Where the kept recent messages begin: at most keep_recent_messages and `budget` tokens, at least the
+        last message, and never between tool results and the assistant turn that asked for them."""
+        messages, wire, head = conversation.messages, conversation.wire, self.head_messages
+        start, used = len(messages), 0
+        while start > head and len(messages) - start < self.config.keep_recent_messages:
+            size = self.estimate.tokens(len(wire[start - 1]))
+            if used + size > budget and start < len(messages):
+                break
+            used, start = used + size, start - 1
+        first = start
+        while start < len(messages) and messages[start].get("role") == "tool":
+            start += 1  # results whose call is summarised go with it
+        if start == len(messages):  # ...unless that keeps nothing: then keep the whole last turn
+            start = first
+            while start > head and messages[start].get("role") == "tool":
+                start -= 1
+        return start
 
     async def compact(self, conversation: Conversation, summarise: Summarise) -> Compaction | None:
         """Summarise the middle of the conversation once; head and recent messages stay verbatim."""
         messages = conversation.messages
         head = messages[: self.head_messages]
-        start = max(len(messages) - self.config.keep_recent_messages, len(head))
-        while start > len(head) and messages[start].get("role") == "tool":
-            start -= 1  # never separate tool results from the assistant turn that asked for them
+        # The kept messages may fill half of what the threshold leaves after the parts never compacted.
+        budget = max((self.threshold - self._fixed_tokens(conversation)) // 2, self.threshold // 8)
+        start = self._tail_start(conversation, budget)
         middle, tail = messages[len(head):start], messages[start:]
         if not middle:
             return None
@@ -266,6 +357,10 @@ class ContextKeeper:
         conversation.replace([*head, note, *tail])
         self._last_prompt_tokens = 0  # the server's count no longer applies
         after = self.tokens_now(conversation)
+        # Still over the threshold: the next compaction waits until the context is half-way from here to the
+        # window, so that it has something worth a summary call and a lost prefix cache to remove.
+        window = self.config.window_tokens
+        self._compact_again_at = after + (window - after) // 2 if after > self.threshold else 0
         record = Compaction(removed_messages=len(middle), tokens_before=before, tokens_after=after, summary=summary)
         self.compactions.append(record)
         return record
@@ -297,4 +392,7 @@ def snapshot(config: ContextConfig, *, base_url: str | None = None, model: str =
     count = make_counter(config.tokenizer, base_url=base_url, model=model)
     pack = pack_repos(config.repos, budget_tokens=config.repo_budget_tokens, max_file_tokens=config.max_file_tokens,
                       count=count)
-    return pack.text, RepoTracker.from_pack(pack)
+    tracker = RepoTracker.from_pack(pack)
+    if config.tokenizer is not None:  # exact counts: they seed the estimate of the whole prompt
+        tracker.measured = (len(json.dumps(pack.text, ensure_ascii=False).encode()), pack.tokens)
+    return pack.text, tracker

@@ -43,6 +43,10 @@ class ModelUnavailableError(ModelAPIError):
     """Retries on 429/5xx/timeouts/dropped connections ran out."""
 
 
+class ContextOverflowError(AgentError):
+    """The next prompt cannot fit the model's context window, even after compaction: it is not sent."""
+
+
 class ToolServerError(AgentError):
     """An MCP server could not be started or connected."""
 

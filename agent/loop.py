@@ -33,7 +33,7 @@ from .events import (
     ToolsChanged,
 )
 from .limits import Limits
-from .models.client import AssistantTurn, ChatModel, ToolCall, dumps
+from .models.client import AssistantTurn, ChatModel, DeltaFn, ToolCall, dumps
 from .think import RunState, ThinkMode, ThinkPolicy, ToolOutcomeSummary, call_key
 from .usage import ModeStats, Usage
 
@@ -80,6 +80,7 @@ class AgentLoop:
         self.totals = LoopTotals()
         # Serialised once: the tool list is part of the byte-stable prompt prefix.
         self._tools_json = dumps(hub.openai_tools) if hub.openai_tools else None
+        context.set_tools(self._tools_json)
         self._state = RunState(step=0, max_steps=limits.max_steps, new_user_message=True,
                                max_invalidates_cache=model.profile.max_invalidates_cache)
 
@@ -106,13 +107,15 @@ class AgentLoop:
         if self.hub.tools_changed and await self.hub.refresh():
             # Applied only here, between steps: the prompt prefix changes once, when a server asked for it.
             self._tools_json = dumps(self.hub.openai_tools) if self.hub.openai_tools else None
+            self.context.set_tools(self._tools_json)
             self.emit(ToolsChanged(step=step, version=self.hub.tools_version, tools=[t.name for t in self.hub.tools]))
         self._state.step = step
         choice = self.policy.choose(self._state)
         self.emit(ThinkChosen(step=step, mode=choice.mode.value, reason=choice.reason))
 
-        if self.context.needs_compaction(self.conversation):
-            await self._compact(step, "the conversation passed the compaction threshold")
+        if reason := self.context.compaction_due(self.conversation):
+            await self._compact(step, reason)
+        self.context.check_fits(self.conversation)  # a prompt that cannot fit is refused, not sent
         try:
             turn = await self._request(step, choice.mode)
         except BadRequestError as exc:
@@ -141,7 +144,7 @@ class AgentLoop:
 
     async def _request(self, step: int, mode: ThinkMode) -> AssistantTurn:
         body = self.model.request_body(self.conversation.wire, tools_json=self._tools_json, mode=mode)
-        chars = self.conversation.wire_chars
+        chars = self.context.prompt_chars(self.conversation)
         self.emit(ModelRequest(step=step, mode=mode.value, messages=len(self.conversation), body_bytes=len(body),
                                context_tokens=self.context.tokens_now(self.conversation),
                                window_tokens=self.context.config.window_tokens))
@@ -149,11 +152,27 @@ class AgentLoop:
         def on_delta(kind: str, text: str) -> None:
             self.emit(ModelDelta(step=step, kind=kind, text=text))
 
+        turn = await self._complete(step, body, on_delta)
+        self.context.observe_usage(chars, turn.usage)
+        return turn
+
+    async def _complete(self, step: int, body: bytes, on_delta: DeltaFn | None = None) -> AssistantTurn:
+        """One model call with its retries; every attempt counts as a request, failed ones included."""
+        failed = 0
+
         async def on_retry(attempt: int, error: str, delay: float) -> None:
+            nonlocal failed
+            failed += 1
             self.emit(ModelRetry(step=step, attempt=attempt, error=error, delay_s=round(delay, 3)))
 
-        turn = await self.model.complete(body, on_delta=on_delta, on_retry=on_retry)
-        self.context.observe_usage(chars, turn.usage.prompt_tokens)
+        try:
+            turn = await self.model.complete(body, on_delta=on_delta, on_retry=on_retry)
+        except Exception:
+            self.totals.usage = self.totals.usage + Usage(requests=failed + 1, failed_requests=failed + 1)
+            raise
+        if failed:
+            turn.usage = turn.usage.model_copy(update={"requests": turn.usage.requests + failed,
+                                                       "failed_requests": turn.usage.failed_requests + failed})
         return turn
 
     def _account(self, turn: AssistantTurn, mode: ThinkMode | None = None) -> float:
@@ -176,7 +195,7 @@ class AgentLoop:
             limit = int(self.context.config.window_tokens * 0.5 * self.context.estimate.chars_per_token)
             messages = [dumps({"role": "system", "content": SUMMARY_SYSTEM}),
                         dumps({"role": "user", "content": transcript(middle, limit)})]
-            turn = await self.model.complete(self.model.request_body(messages, tools_json=None, mode=ThinkMode.none))
+            turn = await self._complete(step, self.model.request_body(messages, tools_json=None, mode=ThinkMode.none))
             self._account(turn)
             return turn.content
 

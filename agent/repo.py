@@ -2,7 +2,8 @@
 
 The output is deterministic (sorted walk, no timestamps), so runs on the same content share a prompt prefix.
 Files that do not fit become outlines (signature lines) or are omitted, and are listed so the model can
-read them with the files server.
+read them with the files server. Names that are not UTF-8 are shown escaped (see `shown_name`); text that is
+not UTF-8 is decoded with a fallback the snapshot names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
+from .usage import CHARS_PER_TOKEN
 
 TokenCount = Callable[[str], int]
 
@@ -36,8 +38,38 @@ _OUTLINE = re.compile(
 )
 
 
-def estimate_tokens(text: str, chars_per_token: float = 3.6) -> int:
-    """A tokenizer-free estimate (DeepSeek V4 averages ~3.5-4 characters per token on code and English)."""
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\b\x1b")
+
+
+def shown_name(name: str) -> str:
+    """A file name as the model sees it: bytes that are not UTF-8 (surrogate-escaped by the OS layer) become
+    `\\xNN` text, the convention of the files server, which maps such a shown name back to the file.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def decode_text(data: bytes) -> tuple[str, str] | str:
+    """(text, encoding) of a file's bytes: UTF-8 when valid, else cp1252, else latin-1 (which maps every
+    byte); or, for data that is not text, the reason ("" for plain binaries, skipped without a word).
+    """
+    head = data[:BINARY_SNIFF]
+    if b"\0" in head:
+        return ""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    controls = sum(1 for byte in head if byte < 32 and byte not in _TEXT_CONTROLS)
+    if controls > len(head) // 50:
+        return f"not UTF-8 and looks binary ({controls} control bytes in the first {len(head):,} bytes)"
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:  # cp1252 leaves five bytes undefined
+        return data.decode("latin-1"), "latin-1"
+
+
+def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """A tokenizer-free estimate."""
     return int(len(text) / chars_per_token) + 1 if text else 0
 
 
@@ -62,6 +94,8 @@ class PackedFile:
     status: Literal["full", "outline", "omitted"] = "full"
     text: str = field(default="", repr=False)
     outline: str = field(default="", repr=False)
+    encoding: str = "utf-8"  # what the text was decoded with (a fallback when the file is not UTF-8)
+    source: Path | None = None  # the file on disk (`path` is its shown name)
 
     @property
     def label(self) -> str:
@@ -76,6 +110,7 @@ class Pack:
     tokens: int
     files: list[PackedFile]
     roots: dict[str, Path]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, reason) of files that are not text
 
     @property
     def left_out(self) -> list[PackedFile]:
@@ -142,20 +177,6 @@ def walk_repo(spec: RepoSpec) -> list[tuple[str, Path]]:
     return found
 
 
-def _read_text(path: Path) -> str | None:
-    """The file's text, or None for binary or undecodable files."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if b"\0" in data[:BINARY_SNIFF]:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def outline(text: str) -> str:
     """Signature-like lines (def/class/function/headings...) with their line numbers."""
     lines = []
@@ -189,16 +210,25 @@ def pack_repos(
     """
     roots: dict[str, Path] = {}
     files: list[PackedFile] = []
+    skipped: list[tuple[str, str]] = []
     for spec in specs:
-        name = spec.name or spec.path.resolve().name
+        name = shown_name(spec.name or spec.path.resolve().name)
         if name in roots:
             raise ConfigError(f"context.repos: two repositories are named {name!r}; give one a `name`")
         roots[name] = spec.path.resolve()
         for rel, path in walk_repo(spec):
-            text = _read_text(path)
-            if text is None:
-                continue  # binary
-            files.append(PackedFile(repo=name, path=rel, tokens=count(text), size=len(text), text=text))
+            shown = shown_name(rel)
+            try:
+                decoded = decode_text(path.read_bytes())
+            except OSError as exc:
+                decoded = f"unreadable ({exc.strerror or exc})"
+            if isinstance(decoded, str):
+                if decoded:
+                    skipped.append((f"{name}/{shown}", decoded))
+                continue
+            text, encoding = decoded
+            files.append(PackedFile(repo=name, path=shown, tokens=count(text), size=len(text), text=text,
+                                    encoding=encoding, source=path))
 
     for f in files:
         if f.tokens > max_file_tokens:
@@ -223,8 +253,8 @@ def pack_repos(
         if used <= budget_tokens:
             break
         demote(f, "omitted")
-    text = _render(files, roots)
-    return Pack(text=text, tokens=count(text), files=files, roots=roots)
+    text = _render(files, roots, skipped)
+    return Pack(text=text, tokens=count(text), files=files, roots=roots, skipped=skipped)
 
 
 def _cost(f: PackedFile, count: TokenCount) -> int:
@@ -235,15 +265,16 @@ def _cost(f: PackedFile, count: TokenCount) -> int:
     return 0
 
 
-def _render(files: list[PackedFile], roots: dict[str, Path]) -> str:
+def _render(files: list[PackedFile], roots: dict[str, Path], skipped: list[tuple[str, str]]) -> str:
     parts = ["# Repository snapshot", ""]
     for name in roots:
         repo_files = [f for f in files if f.repo == name]
         parts.append(f"## {name}: file tree ({len(repo_files)} text files)")
         parts.append("")
         for f in repo_files:
-            mark = "" if f.status == "full" else f"  [{f.status}]"
-            parts.append(f"{f.path}{mark}")
+            marks = [*([f"decoded as {f.encoding}"] if f.encoding != "utf-8" else []),
+                     *([f.status] if f.status != "full" else [])]
+            parts.append(f"{f.path}  [{', '.join(marks)}]" if marks else f.path)
         parts.append("")
     parts.append("## Files")
     parts.append("")
@@ -253,16 +284,20 @@ def _render(files: list[PackedFile], roots: dict[str, Path]) -> str:
         body = f.text if f.status == "full" else f.outline
         ticks = _fence(body)
         note = "" if f.status == "full" else " (outline: signature lines with line numbers; read the file for more)"
+        if f.encoding != "utf-8":
+            note = f" (not UTF-8: decoded as {f.encoding})" + note
         parts.append(f"### {f.label}{note}")
         if body:
             parts += [ticks, body, ticks, ""]  # no concatenated copy of the file's text
         else:
             parts += ["(empty)", ""]
     left = [f for f in files if f.status != "full"]
-    if left:
+    if left or skipped:
         parts.append("## Not included in full (read these with the file tools)")
         parts.append("")
         for f in left:
             parts.append(f"- {f.label} ({f.tokens:,} tokens): {f.status}")
+        for label, reason in skipped:
+            parts.append(f"- {label}: skipped: {reason}")
         parts.append("")
     return "\n".join(parts)

@@ -85,7 +85,8 @@ class ChatModel:
     def __init__(self, config: ModelConfig, *, http_client: Any | None = None):
         self.config = config
         base = PROFILES[config.profile]
-        self.profile: Profile = replace(base, think_overrides=dict(config.think_params)) if config.think_params else base
+        overrides: dict[str, dict[str, Any]] = {mode: params for mode, params in config.think_params.items()}
+        self.profile: Profile = replace(base, think_overrides=overrides) if overrides else base
         self.model = config.model
         key = config.resolved_api_key()
         if key is None and config.needs_key():
@@ -168,7 +169,7 @@ class ChatModel:
         """vLLM may leave the model out of the model string: ask the server which one it serves."""
         if not self.model:
             try:
-                listing = await self._client.get("/models", cast_to=object)
+                listing: Any = await self._client.get("/models", cast_to=object)
                 self.model = listing["data"][0]["id"]
             except Exception as exc:
                 raise ModelError(
@@ -271,14 +272,12 @@ class ChatModel:
             ToolCall(id=slot[0] or f"call_{index}", name=slot[1], arguments="".join(slot[2]))
             for index, slot in sorted(calls.items())
         ]
-        return AssistantTurn(
-            content="".join(content),
-            reasoning="".join(reasoning),
-            tool_calls=tool_calls,
-            finish_reason=finish,
-            usage=self.profile.usage(usage_raw),
+        turn = AssistantTurn(
+            content="".join(content), reasoning="".join(reasoning), tool_calls=tool_calls, finish_reason=finish,
             model=model,
         )
+        turn.usage = self._usage(usage_raw, body, turn)
+        return turn
 
     async def _once(self, body: bytes) -> AssistantTurn:
         data = await self._client.post("/chat/completions", cast_to=object, content=body)
@@ -295,14 +294,20 @@ class ChatModel:
             )
             for i, tc in enumerate(message.get("tool_calls") or ())  # vLLM sends [] for none
         ]
-        return AssistantTurn(
-            content=message.get("content") or "",
-            reasoning=reasoning,
-            tool_calls=tool_calls,
-            finish_reason=choice.get("finish_reason"),
-            usage=self.profile.usage(data.get("usage")),
-            model=data.get("model") or self.model,
+        turn = AssistantTurn(
+            content=message.get("content") or "", reasoning=reasoning, tool_calls=tool_calls,
+            finish_reason=choice.get("finish_reason"), model=data.get("model") or self.model,
         )
+        turn.usage = self._usage(data.get("usage"), body, turn)
+        return turn
+
+    def _usage(self, raw: dict[str, Any] | None, body: bytes, turn: AssistantTurn) -> Usage:
+        """The server's usage; when it sent none (llama.cpp streams), an estimate marked as one, never 0."""
+        if raw:
+            return self.profile.usage(raw)
+        calls = sum(len(c.name) + len(c.arguments) for c in turn.tool_calls)
+        return Usage.estimate(prompt_chars=len(body), reasoning_chars=len(turn.reasoning),
+                              completion_chars=len(turn.content) + len(turn.reasoning) + calls)
 
     # -- money --------------------------------------------------------------------------------
 

@@ -81,9 +81,8 @@ class Profile:
     def _think_defaults(self, mode: ThinkMode) -> dict[str, Any]:
         return {}  # generic endpoints: no standard way to ask for a think mode
 
-    def usage(self, raw: dict[str, Any] | None) -> Usage:
-        if not raw:
-            return Usage(requests=1)
+    def usage(self, raw: dict[str, Any]) -> Usage:
+        """One response's usage as the server reported it."""
         prompt = int(raw.get("prompt_tokens") or 0)
         details = raw.get("prompt_tokens_details") or {}
         out_details = raw.get("completion_tokens_details") or {}
