@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 # Exports load on first use: `import agent.errors` (done by tools/) must not pull in the whole SDK,
 # and `agent --help` should not pay for importing openai and mcp.
 _EXPORTS = {
-    "AgentError": ".errors", "BadRequestError": ".errors", "ConfigError": ".errors",
+    "AgentError": ".errors", "BadRequestError": ".errors", "ConfigError": ".errors", "ContextOverflowError": ".errors",
     "InsufficientBalanceError": ".errors", "ModelAPIError": ".errors", "ModelAuthError": ".errors",
     "ModelError": ".errors", "ModelUnavailableError": ".errors", "ToolServerError": ".errors",
     "Limits": ".limits", "ChatModel": ".models", "ModelConfig": ".models", "Price": ".models",
-    "parse_model": ".models", "RunResult": ".result", "DEFAULT_SYSTEM_PROMPT": ".runner", "Agent": ".runner",
+    "parse_model": ".models", "RunResult": ".result", "DEFAULT_SYSTEM_PROMPT": ".runner", "Agent": ".runner", "EventStream": ".runner",
     "TaskSpec": ".task", "load_task": ".task", "FixedThink": ".think", "RunState": ".think",
     "ThinkChoice": ".think", "ThinkMode": ".think", "ThinkPolicy": ".think", "read_trace": ".trace",
     "result_from_trace": ".trace", "Usage": ".usage",
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         AgentError,
         BadRequestError,
         ConfigError,
+        ContextOverflowError,
         InsufficientBalanceError,
         ModelAPIError,
         ModelAuthError,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from .limits import Limits
     from .models import ChatModel, ModelConfig, Price, parse_model
     from .result import RunResult
-    from .runner import DEFAULT_SYSTEM_PROMPT, Agent
+    from .runner import DEFAULT_SYSTEM_PROMPT, Agent, EventStream
     from .task import TaskSpec, load_task
     from .think import FixedThink, RunState, ThinkChoice, ThinkMode, ThinkPolicy
     from .trace import read_trace, result_from_trace
@@ -61,6 +62,8 @@ __all__ = [
     "BadRequestError",
     "ChatModel",
     "ConfigError",
+    "ContextOverflowError",
+    "EventStream",
     "FixedThink",
     "InsufficientBalanceError",
     "Limits",

@@ -7,25 +7,19 @@ import json
 import os
 import sys
 from contextlib import AsyncExitStack, ExitStack
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anyio
 
 from .errors import AgentError, ConfigError, ToolServerError
+from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_as_ctrl_c
 from .models.config import MODEL_SYNTAX, parse_model
 from .render import ConsoleRenderer
 from .task import TaskSpec, bind_workspace, load_task
 from .trace import result_from_trace
+from .version import package_version
 
-EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def _version() -> str:
-    try:
-        return version("deepseek-mcp-agent")
-    except PackageNotFoundError:
-        return "unknown"
+EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Model strings: " + MODEL_SYNTAX + ". Environment: DEEPSEEK_API_KEY (deepseek profile), "
         "VLLM_API_KEY (vllm, optional), OPENAI_API_KEY (openai-compatible), AGENT_MODEL (default for --model).",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -43,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a task file: the model calls the task's MCP tools until it answers or a limit stops it. "
         "Progress goes to stderr, the answer to stdout, every event to a JSONL trace. Exit code 0 when the "
         "run finished (answer or claim_done), 1 when a limit or an error stopped it, 2 for bad input, "
-        "130 on Ctrl-C.",
+        "130 on Ctrl-C, 143 on SIGTERM (both end the trace with stop reason cancelled).",
     )
     run.add_argument("task", type=Path, help="task file (YAML)")
     run.add_argument("--model", default=os.environ.get("AGENT_MODEL"),
@@ -62,31 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("eval", add_help=False,
                    help="run tasks as a benchmark suite: workers, repeats, graders, reports (agent eval --help)")
 
-    serve = sub.add_parser(
-        "serve", help="serve the agent itself as an MCP server (stdio or --http)", add_help=False,
-        description="`agent serve --help` for its options.",
-    )
-    serve.add_argument("serve_args", nargs=argparse.REMAINDER)
+    # serve, server and `vllm serve` are dispatched by main() before this parser; listed here for --help.
+    sub.add_parser("serve", add_help=False,
+                   help="serve the agent itself as an MCP server (stdio or --http; agent serve --help)")
 
     trace = sub.add_parser("trace", help="summarise a trace file",
                            description="Read a JSONL trace back into a run result and print it as JSON.")
     trace.add_argument("path", type=Path)
 
-    server = sub.add_parser(
-        "server", help="run one of our MCP servers (shell, files, web) over stdio or --http HOST:PORT",
-        description="Run one of our MCP servers alone, for any MCP host. The options after the name are the "
-        "server's own: `agent server files --help`.", add_help=False,
-    )
-    server.add_argument("name", choices=["shell", "files", "web"])
-    server.add_argument("server_args", nargs=argparse.REMAINDER)
+    sub.add_parser("server", add_help=False,
+                   help="run one of our MCP servers (shell, files, web) over stdio or --http HOST:PORT "
+                   "(agent server --help)")
 
     vllm = sub.add_parser(
-        "vllm", help="start a vLLM server configured for DeepSeek V4 (`agent vllm serve --help`)", add_help=False,
+        "vllm", help="start a vLLM server configured for DeepSeek V4 (`agent vllm serve --help`)",
         description="vLLM helpers. `agent vllm serve MODEL [--gpus ...] [--dry-run]` builds the right `vllm serve` "
         "command for DeepSeek V4-Flash/V4-Pro/V3.2, starts it and prints the model string to use.",
     )
-    vllm.add_argument("action", choices=["serve"])
-    vllm.add_argument("vllm_args", nargs=argparse.REMAINDER)
+    vllm.add_argument("action", choices=["serve"], help="serve: see `agent vllm serve --help`")
 
     sandbox = sub.add_parser(
         "sandbox", help="manage sandboxes (`agent sandbox prune`)",
@@ -139,10 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["eval"]:  # its own parser: options may come before the suite paths
+    # Commands with parsers of their own get every argument after their name, options included (argparse's
+    # REMAINDER drops a leading `--option`, which made `agent serve --http ...` a usage error).
+    if argv[:1] == ["eval"]:
         from .evaluate import main as eval_main
 
         return eval_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        from .serve import main as serve_main
+
+        return serve_main(argv[1:])
+    if argv[:1] == ["server"]:
+        return _server(argv[1:])
+    if argv[:2] == ["vllm", "serve"]:
+        from runtime.vllm import main as vllm_main
+
+        return vllm_main(argv[2:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
@@ -150,18 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "trace":
             print(result_from_trace(args.path).model_dump_json(indent=2, exclude={"messages"}))
             return EXIT_OK
-        if args.command == "serve":
-            from .serve import main as serve_main
-
-            return serve_main(args.serve_args)
-        if args.command == "server":
-            import importlib
-
-            return importlib.import_module(f"servers.{args.name}").main(args.server_args)
-        if args.command == "vllm":
-            from runtime.vllm import main as vllm_main
-
-            return vllm_main(args.vllm_args)
         if args.command == "sandbox":
             from runtime.docker import prune_containers
 
@@ -186,6 +173,33 @@ def main(argv: list[str] | None = None) -> int:
         print("agent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_BAD_INPUT
+
+
+SERVER_NAMES = ("files", "shell", "web")
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent server",
+        description="Run one of our MCP servers alone, for any MCP host, over stdio (default) or streamable HTTP "
+        "(--http HOST:PORT). The options after the name are the server's own: `agent server files --help`.",
+    )
+    parser.add_argument("name", choices=SERVER_NAMES, help="files: confined file tools; shell: commands in a "
+                        "workspace (local, docker or bubblewrap sandbox); web: fetch pages and PDFs")
+    parser.add_argument("server_args", nargs=argparse.REMAINDER, metavar="...",
+                        help="the server's own arguments and options")
+    return parser
+
+
+def _server(argv: list[str]) -> int:
+    """`agent server NAME ...`: the name is ours, everything after it is the server's own command line."""
+    if not argv or argv[0] not in SERVER_NAMES:
+        _server_parser().parse_args(argv)  # prints help (-h) or a usage error naming the choices, and exits
+        return EXIT_BAD_INPUT
+    import importlib
+
+    module = importlib.import_module(f"servers.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -223,8 +237,19 @@ def _pack(args: argparse.Namespace) -> int:
         print(f"left out of the snapshot ({len(pack.left_out)}; the model can read them with the file tools):")
         for f in pack.left_out:
             print(f"  {f.status:>8}  {f.label} ({f.tokens:,} tokens)")
+    for f in pack.files:
+        if f.encoding != "utf-8":
+            print(f"decoded as {f.encoding} (not UTF-8): {f.label}")
+    if pack.skipped:
+        print(f"not text, not packed ({len(pack.skipped)}):")
+        for label, reason in pack.skipped:
+            print(f"   skipped  {label}: {reason}")
     if args.out:
-        args.out.write_text(pack.text, encoding="utf-8")
+        try:
+            args.out.write_text(pack.text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--out {args.out}: cannot write the snapshot ({exc.strerror or exc}); "
+                              "give a file in a folder that exists and is writable") from None
         print(f"written to {args.out}")
     return EXIT_OK
 
@@ -241,9 +266,15 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
         updates["limits"] = task.limits.model_copy(update={"max_steps": args.max_steps})
     task = task.model_copy(update=updates)
-    with ExitStack() as stack:
-        task = _scripted_demo_if_needed(task, args, stack)
-        return anyio.run(_run_async, task, args)
+    with ExitStack() as stack, sigterm_as_ctrl_c() as terminated:
+        try:
+            task = _scripted_demo_if_needed(task, args, stack)
+            return anyio.run(_run_async, task, args)
+        except KeyboardInterrupt:
+            if not terminated():
+                raise
+            print("agent: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
 
 
 def _scripted_demo_if_needed(task: TaskSpec, args: argparse.Namespace, stack: ExitStack) -> TaskSpec:

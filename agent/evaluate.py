@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import AgentError, ConfigError, ToolServerError
 from .grading import GradeContext, GradeResult, ModelJudge, grade_run, not_graded
+from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_as_ctrl_c
 from .models.config import parse_model
 from .task import TaskSpec, bind_workspace, describe_validation_error, load_task
 from .usage import ModeStats, Usage
@@ -36,7 +37,7 @@ SITE_VAR = "${SITE_URL}"
 SUITE_FILE = "suite.yaml"
 DEFAULT_TIMEOUT_S = 1800.0
 NOTHING_SCRIPT = [{"content": "I did not do anything."}]
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 # --- suites and tasks ---------------------------------------------------------------------------------
@@ -793,14 +794,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """`agent eval ...` (the arguments after `eval`)."""
     args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except ConfigError as exc:
-        print(f"agent eval: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("agent eval: interrupted; run again with --resume to continue", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with sigterm_as_ctrl_c() as terminated:  # SIGTERM: the runs in flight are cancelled as on Ctrl-C
+        try:
+            return _main(args)
+        except ConfigError as exc:
+            print(f"agent eval: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            how = "terminated" if terminated() else "interrupted"
+            print(f"agent eval: {how}; run again with --resume to continue", file=sys.stderr)
+            return EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED
 
 
 def _main(args: argparse.Namespace) -> int:

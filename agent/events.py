@@ -22,6 +22,8 @@ class RunStarted(_Event):
     profile: str
     think: str
     servers: list[str] = []
+    failed_servers: dict[str, str] = Field(
+        default={}, description="optional servers (required: false) that did not start, with the reason")
     tools: list[str] = []
     limits: dict[str, Any] = {}
     task: str | None = None
@@ -141,6 +143,15 @@ class RunFinished(_Event):
     think: dict[str, ModeStats] = {}
 
 
+class ServerNotice(_Event):
+    """Something a server did that the user should know about, e.g. text that is not JSON-RPC on its stdout."""
+
+    type: Literal["server_notice"] = "server_notice"
+    server: str
+    level: Literal["info", "warning", "error"] = "warning"
+    message: str
+
+
 class Graded(_Event):
     """How `agent eval` graded the run (written after run_finished)."""
 
@@ -156,7 +167,7 @@ class Graded(_Event):
 
 Event = Annotated[
     RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
-    | ToolResult | ToolsChanged | ContextCompacted | ErrorEvent | RunFinished | Graded,
+    | ToolResult | ToolsChanged | ContextCompacted | ErrorEvent | ServerNotice | RunFinished | Graded,
     Field(discriminator="type"),
 ]
 

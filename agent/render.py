@@ -14,6 +14,7 @@ from .events import (
     ModelRetry,
     RunFinished,
     RunStarted,
+    ServerNotice,
     ThinkChosen,
     ToolCallStarted,
     ToolResult,
@@ -26,14 +27,22 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def usage_line(usage: Usage, cost: float) -> str:
+def usage_line(usage: Usage, cost: float, *, requests: bool = False) -> str:
+    """Tokens and cost; estimated figures (the server sent no usage) carry a ~ and say so."""
+    about = "~" if usage.estimated_requests else ""
     cached = f" ({usage.cache_hit_tokens / usage.prompt_tokens:.0%} cached)" if usage.prompt_tokens else ""
-    return (f"{usage.prompt_tokens:,} prompt tokens{cached}, {usage.completion_tokens:,} completion "
-            f"({usage.reasoning_tokens:,} reasoning), ${cost:.6f}")
+    count = ""
+    if requests:
+        failed = f" ({usage.failed_requests:,} failed)" if usage.failed_requests else ""
+        count = f"{usage.requests:,} request{'' if usage.requests == 1 else 's'}{failed}, "
+    line = (f"{count}{about}{usage.prompt_tokens:,} prompt tokens{cached}, {about}{usage.completion_tokens:,} "
+            f"completion ({about}{usage.reasoning_tokens:,} reasoning), {about}${cost:.6f}")
+    return f"{line} · {usage.note}" if usage.note else line
 
 
-def think_line(stats: dict[str, ModeStats]) -> str:
-    return " · ".join(f"{mode} {s.steps} steps ({s.reasoning_tokens:,} reasoning tokens, {s.seconds:.1f}s)"
+def think_line(stats: dict[str, ModeStats], *, estimated: bool = False) -> str:
+    about = "~" if estimated else ""
+    return " · ".join(f"{mode} {s.steps} steps ({about}{s.reasoning_tokens:,} reasoning tokens, {s.seconds:.1f}s)"
                       for mode, s in sorted(stats.items()))
 
 
@@ -64,6 +73,10 @@ class ConsoleRenderer:
             tools = ", ".join(event.tools) or "none"
             self._line(self._style(f"▶ run {event.run_id} · {event.model} · think {event.think}", "1"))
             self._line(self._style(f"  tools: {_short(tools, 300)}", "2"))
+            for name, reason in event.failed_servers.items():
+                detail = reason.replace("\n", "\n    ")
+                self._line(self._style(f"  ✗ optional server {name!r} did not start; the run goes on without it:\n"
+                                       f"    {detail}", "33"))
         elif isinstance(event, ThinkChosen):
             self._line(self._style(f"── step {event.step} · think {event.mode} ({event.reason})", "36"))
         elif isinstance(event, ModelDelta):
@@ -89,14 +102,17 @@ class ConsoleRenderer:
             self._line(f"  {mark} {event.tool} {event.duration_s * 1000:.0f} ms: {_short(event.content)}")
         elif isinstance(event, ErrorEvent):
             self._line(self._style(f"✗ {event.kind}: {event.message}", "31"))
+        elif isinstance(event, ServerNotice):
+            self._line(self._style(f"  ! {event.message}", "33"))
         elif isinstance(event, RunFinished):
             ok = event.stop_reason in ("answer", "claim_done")
             head = self._style("✔" if ok else "■", "32" if ok else "33")
             self._line(f"{head} {event.stop_reason} · {event.steps} steps, {event.tool_calls} tool calls, "
                        f"{event.duration_s:.1f}s")
-            self._line(self._style(f"  {usage_line(event.usage, event.cost)}", "2"))
+            self._line(self._style(f"  {usage_line(event.usage, event.cost, requests=True)}", "2"))
             if event.think:
-                self._line(self._style(f"  think: {think_line(event.think)}", "2"))
+                estimated = bool(event.usage.estimated_requests)
+                self._line(self._style(f"  think: {think_line(event.think, estimated=estimated)}", "2"))
 
 
 def _compact(arguments: str) -> str:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import math
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from tools.config import ServerSpec, parse_servers
 from tools.hub import ToolHub
@@ -21,7 +24,7 @@ from tools.local import LocalTool, claim_done_tool, context_status_tool, output_
 
 from .context import ContextConfig, ContextKeeper, Conversation, OutputStore, snapshot
 from .errors import AgentError
-from .events import ErrorEvent, Event, RunFinished, RunStarted
+from .events import ErrorEvent, Event, RunFinished, RunStarted, ServerNotice
 from .limits import Limits
 from .loop import AgentLoop, Stop
 from .models.client import ChatModel
@@ -76,6 +79,10 @@ class Agent:
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self._outputs_dir: tempfile.TemporaryDirectory[str] | None = None
         self._keeper: ContextKeeper | None = None
+        self._notices_seen = 0
+        """Server notices already written to an earlier run's trace."""
+        self._notice_sink: Callable[[str, str], None] | None = None
+        """Where the running run takes server notices; between runs they wait in the hub."""
         self._conversation: Conversation | None = None
         self.local_tools = [
             *local_tools,
@@ -109,7 +116,7 @@ class Agent:
             await self._model.resolve_model()
             self._hub = await stack.enter_async_context(
                 ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
-                        roots=[self.workspace] if self.workspace else None)
+                        on_notice=self._on_notice)
             )
         except BaseException:
             await stack.aclose()
@@ -126,6 +133,10 @@ class Agent:
         if self._outputs_dir is not None:
             self._outputs_dir.cleanup()
             self._outputs_dir = None
+
+    def _on_notice(self, server: str, message: str) -> None:
+        if self._notice_sink is not None:
+            self._notice_sink(server, message)
 
     def _outputs_folder(self, run_id: str) -> Path:
         """Where cut tool outputs are saved: the workspace when there is one, else beside the traces."""
@@ -167,22 +178,15 @@ class Agent:
                 return await self.run(prompt, trace_path=trace_path, history=history, on_event=on_event)
         return await self._run(prompt, trace_path, history, [on_event] if on_event else [])
 
-    async def stream(
+    def stream(
         self, prompt: str, *, trace_path: str | Path | None = None, history: Sequence[Mapping[str, Any]] | None = None
-    ) -> AsyncIterator[Event]:
-        """Run the agent and yield its events as they happen (streamed text as `model_delta`)."""
-        send, receive = anyio.create_memory_object_stream[Event](math.inf)
-        result: list[RunResult] = []
+    ) -> EventStream:
+        """Run the agent and give its events as they happen (streamed text as `model_delta`).
 
-        async def produce() -> None:
-            async with send:
-                result.append(await self.run(prompt, trace_path=trace_path, history=history, on_event=send.send_nowait))
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(produce)
-            async with receive:
-                async for event in receive:
-                    yield event
+        `async with agent.stream(prompt) as events: async for event in events: ...`; leaving the block early
+        cancels the run and closes what it opened. Plain `async for` works too (see `EventStream`).
+        """
+        return EventStream(lambda sink: self.run(prompt, trace_path=trace_path, history=history, on_event=sink))
 
     async def _run(
         self, prompt: str, trace_path: str | Path | None, history: Sequence[Mapping[str, Any]] | None,
@@ -222,9 +226,13 @@ class Agent:
         started = time.perf_counter()
         emit(RunStarted(
             run_id=run_id, prompt=prompt, model=model.label, profile=model.profile.name,
-            think=policy_label(self.policy), servers=hub.servers, tools=[t.name for t in hub.tools],
-            limits=self.limits.model_dump(), task=self.name,
+            think=policy_label(self.policy), servers=hub.servers, failed_servers=dict(hub.failures),
+            tools=[t.name for t in hub.tools], limits=self.limits.model_dump(), task=self.name,
         ))
+        # Server notices (e.g. text that is not JSON-RPC on stdout): those from start-up, then live.
+        for server, message in hub.notices_since(self._notices_seen):
+            emit(ServerNotice(server=server, message=message))
+        self._notice_sink = lambda server, message: emit(ServerNotice(server=server, message=message))
         loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=self.policy, limits=self.limits,
                          emit=emit, context=keeper)
         stop, error = Stop("error"), None
@@ -240,6 +248,8 @@ class Agent:
             raise
         finally:
             self._keeper = self._conversation = None
+            self._notice_sink = None
+            self._notices_seen = len(hub.notices())
         finished = self._finish(emit, run_id, loop, stop, error, started)
         if trace:
             trace.close()
@@ -267,6 +277,135 @@ class Agent:
             return None
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return self.trace_dir / f"{stamp}-{self.name or 'run'}-{run_id}.jsonl"
+
+
+class EventStream:
+    """The events of one run as they happen; `result` is the `RunResult` once the run has finished.
+
+    Best used as `async with agent.stream(prompt) as events: async for event in events: ...`: leaving the
+    block, early or not, cancels a run still going and waits until its servers are closed (the trace ends
+    with `stop_reason: cancelled`). Plain `async for` works too; after breaking out, `await events.aclose()`
+    does the same, and a stream dropped unclosed is cancelled when it is garbage collected. The run's
+    errors are raised where the events end.
+
+    The run goes on in a task of its own, which owns everything the run opens: the stream can then be left
+    from any task, or from none (garbage collection), without exiting a cancel scope in a foreign task.
+    """
+
+    def __init__(self, start: Callable[[EventSink], Awaitable[RunResult]]):
+        self._start = start
+        self._run: _StreamedRun | None = None
+        self._receive: MemoryObjectReceiveStream[Event] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def result(self) -> RunResult | None:
+        return self._run.result if self._run else None
+
+    async def __aenter__(self) -> EventStream:
+        self._begin()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        error = await self._close()
+        if error is not None and exc_type is None:
+            raise error
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        self._begin()
+        assert self._receive is not None and self._run is not None
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            self._closed = True
+            self._receive.close()
+            await self._run.done.wait()
+            error = self._run.take_error()
+            if error is not None:
+                raise error from None
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Cancel the run if it is still going and wait until it has closed everything (idempotent)."""
+        error = await self._close()
+        if error is not None:
+            raise error
+
+    def _begin(self) -> None:
+        if self._run is not None:
+            return
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise AgentError("Agent.stream needs the asyncio event loop (anyio's default backend)") from None
+        send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
+        self._run = _StreamedRun()
+        task = self._loop.create_task(self._run.produce(self._start, send), name="agent-stream")
+        _STREAM_TASKS.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_STREAM_TASKS.discard)
+
+    async def _close(self) -> BaseException | None:
+        """Cancel and wait for the run; its error, unless the run ended because of this cancellation."""
+        self._closed = True
+        run, receive = self._run, self._receive
+        if run is None or receive is None:
+            return None
+        run.scope.cancel()
+        with anyio.CancelScope(shield=True):  # the servers' own shutdown is bounded
+            await run.done.wait()
+        receive.close()
+        return run.take_error()
+
+    def __del__(self) -> None:
+        run, receive, loop = self._run, self._receive, self._loop
+        if run is None or receive is None or loop is None or self._closed:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: its shutdown cancelled the run
+            # Not here: a finalizer may run in the middle of anyio's own bookkeeping.
+            loop.call_soon_threadsafe(_abandon, run, receive)
+
+
+_STREAM_TASKS: set[asyncio.Task[None]] = set()
+
+
+class _StreamedRun:
+    """The task side of an `EventStream`: runs the agent, sends the events, records how it ended."""
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+        self.result: RunResult | None = None
+        self._error: BaseException | None = None
+
+    async def produce(self, start: Callable[[EventSink], Awaitable[RunResult]],
+                      send: MemoryObjectSendStream[Event]) -> None:
+        def sink(event: Event) -> None:
+            with contextlib.suppress(anyio.BrokenResourceError):  # nobody listens any more
+                send.send_nowait(event)
+
+        try:
+            with self.scope, send:
+                self.result = await start(sink)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self.done.set()
+
+    def take_error(self) -> BaseException | None:
+        error, self._error = self._error, None
+        return error
+
+
+def _abandon(run: _StreamedRun, receive: MemoryObjectReceiveStream[Event]) -> None:
+    if not run.done.is_set():
+        run.scope.cancel()
+    receive.close()
 
 
 def _with_interpreter(spec: ServerSpec) -> ServerSpec:

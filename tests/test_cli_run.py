@@ -93,6 +93,21 @@ def test_a_run_stopped_by_max_steps_exits_one(tmp_path):
     assert json.loads(proc.stdout)["stop_reason"] == "max_steps"
 
 
+def test_an_optional_server_that_fails_to_start_is_reported_in_the_output_and_the_trace(tmp_path):
+    missing = str(tmp_path / "no-such-server")
+    servers = {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]},
+               "extra": {"command": missing, "required": False}}
+    with ScriptedModelServer(ADD_THEN_ANSWER) as model:
+        task = write_task(tmp_path, model.model_string, servers=servers)
+        trace = tmp_path / "trace.jsonl"
+        proc = run_cli("run", str(task), "--trace", str(trace), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "optional server 'extra' did not start" in proc.stderr and missing in proc.stderr
+    started = read_trace(trace)[0]
+    assert started.type == "run_started" and started.servers == ["demo"]
+    assert list(started.failed_servers) == ["extra"] and missing in started.failed_servers["extra"]
+
+
 @pytest.mark.parametrize(
     ("status", "needle"),
     [(401, "authentication failed (HTTP 401)"), (402, "insufficient balance (HTTP 402)")],

@@ -144,6 +144,7 @@ class ToolHub:
         stderr_dir: Path | None = None,
         roots: Sequence[str | os.PathLike[str]] | None = None,
         restart_backoff: float = 0.5,
+        on_notice: Callable[[str, str], None] | None = None,
     ) -> None:
         if tool_timeout <= 0:
             raise ConfigError(f"tool_timeout must be positive, got {tool_timeout}")
@@ -168,9 +169,9 @@ class ToolHub:
         self._routes: dict[str, _Route] = {}
         self._tools_version = 0
         self._notices: list[tuple[str, str]] = []
-        self.on_notice: Callable[[str, str], None] | None = None
+        self.on_notice = on_notice
         """Called with (server, text) for each protocol problem a server shows (text on stdout that is not
-        JSON-RPC); None logs a warning on the `agent.tools` logger instead."""
+        JSON-RPC); None logs a warning on the `agent.tools` logger instead. `notices()` keeps them all."""
         self.failures: dict[str, str] = {}
         """Optional servers that failed to start, with the reason."""
         self.servers: list[str] = []
@@ -209,6 +210,10 @@ class ToolHub:
     def notices(self) -> list[str]:
         """Every protocol problem seen so far, oldest first."""
         return [text for _, text in self._notices]
+
+    def notices_since(self, start: int) -> list[tuple[str, str]]:
+        """(server, text) of the protocol problems after the first `start`."""
+        return self._notices[start:]
 
     def info(self, name: str) -> ToolInfo | None:
         route = self._routes.get(name)
