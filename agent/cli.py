@@ -8,6 +8,7 @@ import os
 import sys
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
+from typing import Literal
 
 import anyio
 
@@ -296,7 +297,7 @@ def _scripted_demo_if_needed(task: TaskSpec, args: argparse.Namespace, stack: Ex
         "(or --model vllm:http://HOST:8000/v1#MODEL) to run the same task against DeepSeek V4.",
         file=sys.stderr,
     )
-    dialect = "vllm" if model.profile == "vllm" else "deepseek"
+    dialect: Literal["deepseek", "vllm"] = "vllm" if model.profile == "vllm" else "deepseek"
     server = stack.enter_context(
         ScriptedModelServer(load_script(task.demo), dialect=dialect, model=model.model or "deepseek-v4-flash")
     )

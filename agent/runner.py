@@ -230,9 +230,9 @@ class Agent:
             tools=[t.name for t in hub.tools], limits=self.limits.model_dump(), task=self.name,
         ))
         # Server notices (e.g. text that is not JSON-RPC on stdout): those from start-up, then live.
-        for server, message in hub.notices_since(self._notices_seen):
-            emit(ServerNotice(server=server, message=message))
-        self._notice_sink = lambda server, message: emit(ServerNotice(server=server, message=message))
+        for source, text in hub.notices_since(self._notices_seen):
+            emit(ServerNotice(server=source, message=text))
+        self._notice_sink = lambda source, text: emit(ServerNotice(server=source, message=text))
         loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=self.policy, limits=self.limits,
                          emit=emit, context=keeper)
         stop, error = Stop("error"), None

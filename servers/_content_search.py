@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from servers._text_files import BINARY_PROBE
 from servers._tree_walk import TreeWalk, glob_regex
@@ -57,9 +59,11 @@ class Matcher:
 
     def lines(self, data: bytes, limit: int) -> tuple[bytes | str, list[tuple[int, int, int]]]:
         """Up to `limit` (line number, start, end) spans of matching lines, in the returned haystack."""
-        hay: bytes | str
+        hay: Any
+        # The haystack's type follows the pattern's (bytes for the fast paths, str otherwise): Any for mypy.
+        search: Callable[..., re.Match[Any] | None] | None = None
         if self.literal is not None:
-            hay, needle, search = data, self.literal, None
+            hay, needle = data, self.literal
             first = data.find(needle)
         else:
             if self.bytes_regex is not None and data.isascii():
@@ -75,7 +79,7 @@ class Matcher:
         pos, line, counted, size = 0, 1, 0, len(hay)
         while len(found) < limit and pos <= size:
             if search is None:
-                start = hay.find(needle, pos)  # type: ignore[arg-type]
+                start = hay.find(needle, pos)
                 if start < 0:
                     break
             else:
@@ -83,10 +87,10 @@ class Matcher:
                 if m is None:
                     break
                 start = m.start()
-            line_start = hay.rfind(newline, 0, start) + 1  # type: ignore[arg-type]
-            line_end = hay.find(newline, start)  # type: ignore[arg-type]
+            line_start = hay.rfind(newline, 0, start) + 1
+            line_end = hay.find(newline, start)
             line_end = size if line_end < 0 else line_end
-            line += hay.count(newline, counted, line_start)  # type: ignore[arg-type]
+            line += hay.count(newline, counted, line_start)
             counted = line_start
             found.append((line, line_start, line_end))
             pos = line_end + 1

@@ -49,7 +49,8 @@ def _describe(err: OSError, shown: str) -> str:
         errno.ENAMETOOLONG: "file name too long",
         errno.EINVAL: "invalid argument (moving a directory into itself?)",
     }
-    return f"{reasons.get(err.errno, err.strerror or 'operating system error')}: {shown}"
+    reason = reasons.get(err.errno) if err.errno is not None else None
+    return f"{reason or err.strerror or 'operating system error'}: {shown}"
 
 
 def _is_symlink(name: str, dir_fd: int) -> bool:

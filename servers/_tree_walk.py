@@ -41,8 +41,9 @@ class IgnoreFile:
         # which is far cheaper than pathspec's `(?:.+/)?` prefix scanning the whole path.
         by_name, by_path = [], []
         for p in patterns:
+            assert p.regex is not None  # filtered above
             regex = re.sub(r"\(\?P<\w+>", "(?:", p.regex.pattern)
-            text_pattern = p.pattern.rstrip("/").removeprefix("**/")
+            text_pattern = str(p.pattern).rstrip("/").removeprefix("**/")
             if "/" not in text_pattern and regex.startswith(self._ANY_DIR):
                 by_name.append("^" + regex[len(self._ANY_DIR) :])
             else:

@@ -120,7 +120,7 @@ def _shown(result: T) -> T:
             block.model_copy(update={"text": show(block.text)}) if isinstance(block, TextContent) else block
             for block in result.content
         ]
-        return result.model_copy(  # type: ignore[return-value]
+        return result.model_copy(
             update={"content": content, "structured_content": show_all(result.structured_content)}
         )
     return result
@@ -592,7 +592,7 @@ class FileTools:
         real = guard.locate(path)
         kind = await _in_thread(lambda stop: guard.remove(real, recursive=recursive))
         shown = guard.display(real)
-        return _result(DeleteResult(path=shown, type=kind), f"Deleted {kind} {shown}")  # type: ignore[arg-type]
+        return _result(DeleteResult(path=shown, type=kind), f"Deleted {kind} {shown}")
 
     # -- listing and searching --------------------------------------------------------------------------------
 
@@ -680,7 +680,7 @@ class FileTools:
         entries = [
             Entry(
                 name=name + ("/" if kind == "directory" else ""),
-                type=kind,  # type: ignore[arg-type]
+                type=kind,
                 size=None if st is None or kind == "directory" else st.st_size,
                 modified=None if st is None else _iso(st.st_mtime),
             )
@@ -849,7 +849,7 @@ class FileTools:
         info = FileInfo(
             path=guard.display(entry),
             real_path=real,
-            type=kind,  # type: ignore[arg-type]
+            type=kind,
             size=st.st_size,
             modified=_iso(st.st_mtime),
             changed=_iso(st.st_ctime),
@@ -874,7 +874,7 @@ class FileTools:
             )
         else:
             text = "\n".join(guard.roots) + f"\n[from the {source}; relative paths start at {guard.roots[0]}]"
-        return _result(RootsResult(roots=list(guard.roots), source=source), text)  # type: ignore[arg-type]
+        return _result(RootsResult(roots=list(guard.roots), source=source), text)
 
 
 def _make_directory(guard: PathGuard, real: str, shown: str) -> bool:

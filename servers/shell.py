@@ -219,7 +219,7 @@ def build_server(
         # Paths of a workspace whose names are not valid UTF-8 carry lone surrogates, which JSON cannot.
         return CallToolResult(
             content=[TextContent(type="text", text=show(text))],
-            structured_content=show_all(structured.model_dump(mode="json")),  # type: ignore[arg-type]
+            structured_content=show_all(structured.model_dump(mode="json")),
         )
 
     async def stop_jobs() -> None:

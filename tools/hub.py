@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -338,7 +338,7 @@ class ToolHub:
                 watcher.start_soon(cancel_startup_on_stop)
                 with scope:
                     async with AsyncExitStack() as stack:
-                        stderr_file: IO[str] | None = None
+                        stderr_file: TextIO | None = None
                         if spec.transport == "stdio":
                             stderr_file = self._open_stderr_file(conn, append=not starting)
                             stack.callback(stderr_file.close)
@@ -442,7 +442,7 @@ class ToolHub:
             conn.trouble = conn.last_trouble = message
         conn.wake.set()
 
-    def _open_stderr_file(self, conn: _Connection, *, append: bool) -> IO[str]:
+    def _open_stderr_file(self, conn: _Connection, *, append: bool) -> TextIO:
         assert self._stderr_dir is not None
         conn.stderr_path = self._stderr_dir / f"{conn.name}.stderr.log"
         # Closed by the runner's exit stack; a restart appends, so earlier output stays readable.
@@ -452,7 +452,7 @@ class ToolHub:
             f.flush()
         return f
 
-    async def _transport(self, conn: _Connection, stack: AsyncExitStack, stderr_file: IO[str] | None) -> Any:
+    async def _transport(self, conn: _Connection, stack: AsyncExitStack, stderr_file: TextIO | None) -> Any:
         spec = conn.spec
         read_timeout = max(300.0, conn.tool_timeout + 30.0)
         if spec.transport == "stdio":
