@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hmac
-import ipaddress
 import math
 import os
 import sys
@@ -21,12 +19,12 @@ from typing import Annotated, Any, Literal
 import anyio
 import platformdirs
 from mcp.server import MCPServer
-from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import AnyHttpUrl, BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
+
+from servers._http import TOKEN_ENV, bearer_auth, check_exposure, parse_host_port, url_of
 
 from .errors import AgentError, ConfigError
 from .events import (
@@ -57,7 +55,6 @@ from .trace import read_trace
 from .usage import ModeStats, Usage
 from .version import package_version
 
-TOKEN_ENV = "AGENT_SERVE_TOKEN"
 DEFAULT_PORT = 8765
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 _SHORT = 200
@@ -279,6 +276,16 @@ class AgentService:
                     if progress is not None:
                         progress.close()
             return result
+        except BaseExceptionGroup as group:
+            # The task group wraps the run's own error (e.g. "DEEPSEEK_API_KEY is not set"): the caller turns
+            # an AgentError into the message the host's model reads, so hand it over unwrapped.
+            matched, _ = group.split(AgentError)
+            if matched is None:
+                raise
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
         finally:
             self.running.difference_update(run_ids)
 
@@ -403,26 +410,10 @@ class ProgressReporter:
 # -- the MCP server ----------------------------------------------------------------------------------------
 
 
-class StaticTokenVerifier:
-    """Accepts one bearer token (compared in constant time); the SDK's auth middleware refuses the rest."""
-
-    def __init__(self, token: str):
-        self._token = token.encode()
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token):
-            return AccessToken(token=token, client_id="agent-serve", scopes=[])
-        return None
-
-
 def build_server(service: AgentService, *, token: str | None = None, issuer_url: str | None = None) -> MCPServer:
     """The `MCPServer` with the run tools; with `token`, HTTP requests need `Authorization: Bearer <token>`."""
-    auth: dict[str, Any] = {}
-    if token:
-        # A static token: there is no authorization server to advertise, so no resource metadata either.
-        auth = dict(token_verifier=StaticTokenVerifier(token), auth=AuthSettings(
-            issuer_url=AnyHttpUrl(issuer_url or "http://127.0.0.1"), resource_server_url=None,
-        ))
+    # A static token: there is no authorization server to advertise, so no resource metadata either.
+    auth = bearer_auth(token, issuer_url)
     server = MCPServer(
         "deepseek-agent", title="DeepSeek V4 agent", version=package_version(),
         instructions="Hands a task to an autonomous DeepSeek V4 agent that works through its own MCP tools. "
@@ -579,31 +570,6 @@ def _iso(t: float) -> str:
 # -- command line ------------------------------------------------------------------------------------------
 
 
-def parse_http(value: str) -> tuple[str, int]:
-    """`PORT`, `HOST:PORT` or `[IPV6]:PORT`; the host defaults to 127.0.0.1."""
-    host, port = "127.0.0.1", value
-    if value.startswith("["):
-        host, _, port = value[1:].partition("]:")
-    elif ":" in value:
-        host, _, port = value.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"--http: expected PORT or HOST:PORT, got {value!r}") from None
-    if not 0 < number < 65536 or not host:
-        raise ConfigError(f"--http: expected PORT or HOST:PORT, got {value!r}")
-    return host, number
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent serve",
@@ -651,15 +617,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("agent serve: --token applies to --http only; stdio needs none", file=sys.stderr)
             anyio.run(build_server(service).run_stdio_async)
             return EXIT_OK
-        host, port = parse_http(args.http)
-        if not is_loopback(host) and not token:
-            raise ConfigError(
-                f"--http {args.http}: refusing to serve on {host}, which is not a loopback address, without a "
-                f"bearer token; set {TOKEN_ENV} (or --token), or bind 127.0.0.1"
-            )
-        shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{port}/mcp"
-        server = build_server(service, token=token, issuer_url=f"http://{shown}:{port}")
+        try:
+            host, port = parse_host_port(args.http)
+            check_exposure(host, token)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        url = f"{url_of(host, port)}/mcp"
+        server = build_server(service, token=token, issuer_url=url_of(host, port))
         print(f"agent serve: MCP over streamable HTTP at {url}"
               + (" (bearer token required)" if token else " (loopback only, no token)"), file=sys.stderr, flush=True)
         anyio.run(lambda: server.run_streamable_http_async(host=host, port=port))

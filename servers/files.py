@@ -18,7 +18,7 @@ import stat
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -60,6 +60,7 @@ from servers._file_results import (
     grep_text,
 )
 from servers._file_views import find_glob, render_tree, search
+from servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
 from servers._path_guard import PathError, PathGuard, PathRefused, os_error
 from servers._text_files import TextFileError, apply_edits, looks_binary, read_window, unified_diff
 
@@ -940,12 +941,13 @@ def build_server(
     max_media_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
     name: str = "files",
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING",
+    auth: Mapping[str, Any] | None = None,
 ) -> MCPServer:
     """An MCPServer whose tools may only touch files below `roots` (made absolute and real).
 
     client_roots="narrow" lets a client that offers roots (handshake-era protocols) shrink the allowed
     set to the roots both sides name; "ignore" keeps the command line only. Raises ValueError if no root
-    is a usable directory.
+    is a usable directory. `auth`: MCPServer's auth arguments (servers._http.bearer_auth) for HTTP.
     """
     guard, problems = PathGuard.from_arguments(roots)
     if not guard.roots:
@@ -972,6 +974,7 @@ def build_server(
             "are shown with \\xNN escapes for their odd bytes; pass them back as shown."
         ),
         log_level=log_level,
+        **(auth or {}),
     )
     log.install(server)
     for attr, member in vars(FileTools).items():  # in definition order
@@ -990,16 +993,6 @@ def build_server(
     return server
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", value
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT or PORT, got {value!r}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="agent server files",
@@ -1012,8 +1005,10 @@ def main(argv: list[str] | None = None) -> int:
         help="directory the tools may use (relative paths start at the first)",
     )
     parser.add_argument(
-        "--http", type=_host_port, metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp"
+        "--http", type=host_port_argument, metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp"
     )
+    parser.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' over HTTP (default: ${TOKEN_ENV}); "
+                        "needed to serve an address that is not loopback")
     parser.add_argument(
         "--client-roots",
         choices=["narrow", "ignore"],
@@ -1031,13 +1026,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
+        if args.http:
+            check_exposure(args.http[0], token)
         server = build_server(
             args.roots,
             client_roots=args.client_roots,
             max_read_chars=max(1, args.max_read_kb) * 1024,
             max_media_bytes=max(1, args.max_media_mb) * 1024 * 1024,
             log_level=args.log_level,
+            auth=bearer_auth(token, url_of(*args.http)) if args.http else None,
         )
     except ValueError as err:
         print(f"files server: {err}", file=sys.stderr)

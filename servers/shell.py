@@ -14,10 +14,12 @@ import posixpath
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+
+from servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
 
 if TYPE_CHECKING:
     import anyio
@@ -93,11 +95,13 @@ def build_server(
     allow: Sequence[str] = (),
     deny: Sequence[str] = (),
     name: str = "shell",
+    auth: Mapping[str, Any] | None = None,
 ) -> "MCPServer":
     """An MCP server running commands in `sandbox`, any backend; the server's lifespan enters and leaves it.
 
     `env_allow` names variables of this process passed to every command (the sandbox passes no secrets on
-    its own); `allow`/`deny` are regular expressions (see `CommandPolicy`).
+    its own); `allow`/`deny` are regular expressions (see `CommandPolicy`). `auth`: MCPServer's auth
+    arguments (servers._http.bearer_auth) for HTTP.
     """
     from contextlib import asynccontextmanager
 
@@ -251,6 +255,7 @@ def build_server(
         ).strip(),
         lifespan=lifespan,
         log_level="WARNING",
+        **(auth or {}),
     )
     log.install(server)
     cwd_field = Field(
@@ -487,14 +492,6 @@ def open_sandbox(kind: str, root: Path, *, image: str | None = None, network: bo
     return getattr(module, class_name)(root, spec)
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    try:
-        return host or "127.0.0.1", int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT or PORT, got {value!r}") from None
-
-
 def _regex(value: str) -> str:
     try:
         re.compile(value)
@@ -565,10 +562,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--http",
-        type=_host_port,
+        type=host_port_argument,
         metavar="HOST:PORT",
         help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio",
     )
+    parser.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' over HTTP (default: ${TOKEN_ENV}); "
+                        "needed to serve an address that is not loopback")
     return parser
 
 
@@ -582,6 +581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need 0 < --timeout-default <= --timeout-max")
     if args.output_cap < 100:
         parser.error("--output-cap must be at least 100")
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if args.http is not None:
+        try:
+            check_exposure(args.http[0], token)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         sandbox = open_sandbox(args.sandbox, root, image=args.image, network=args.network)
     except LookupError as exc:
@@ -595,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_allow=args.env_allow,
         allow=args.allow,
         deny=args.deny,
+        auth=bearer_auth(token, url_of(*args.http)) if args.http is not None else None,
     )
     import anyio
 

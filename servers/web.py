@@ -11,8 +11,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from mcp.server import MCPServer
@@ -23,6 +24,7 @@ from pydantic import Field
 
 from agent.version import package_version
 from servers._client_log import ClientLog
+from servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
 from servers._web_fetch import AddressPolicy, FetchedResponse, Fetcher, FetchError, RefusedAddressError
 from servers._web_search import (
     BRAVE_URL,
@@ -123,8 +125,12 @@ def build_server(
     user_agent: str = DEFAULT_USER_AGENT,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    auth: Mapping[str, Any] | None = None,
 ) -> MCPServer:
-    """The web server with `fetch`, and `search` when a backend is configured. Raises ValueError on bad options."""
+    """The web server with `fetch`, and `search` when a backend is configured. Raises ValueError on bad options.
+
+    `auth`: MCPServer's auth arguments (servers._http.bearer_auth) for HTTP.
+    """
     if timeout <= 0 or max_bytes <= 0:
         raise ValueError("--timeout and --max-bytes must be positive")
     fetcher = Fetcher(
@@ -137,7 +143,7 @@ def build_server(
     instructions = "Read web pages with fetch (HTML comes back as Markdown of the main content)."
     if backend is not None:
         instructions += " Find pages with search, then read them with fetch."
-    server = MCPServer("web", version=package_version(), instructions=instructions)
+    server = MCPServer("web", version=package_version(), instructions=instructions, **(auth or {}))
     log = ClientLog("web")
     log.install(server)
     cache = PageCache()
@@ -273,15 +279,6 @@ def _search_backend(
     raise ValueError(f"unknown search backend {name!r}; use searxng or brave")
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[V6]:PORT` or a bare `PORT` (on 127.0.0.1)."""
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
-    return host, int(port)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent server web", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -306,7 +303,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="Brave Search API endpoint (key from BRAVE_API_KEY)",
     )
-    parser.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP at /mcp instead of stdio")
+    parser.add_argument("--http", type=host_port_argument, metavar="HOST:PORT",
+                        help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    parser.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' over HTTP (default: ${TOKEN_ENV}); "
+                        "needed to serve an address that is not loopback")
     parser.add_argument("--user-agent", default=DEFAULT_USER_AGENT, help="User-Agent header for requests")
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S", help="seconds per fetch"
@@ -325,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the web server on stdio, or on streamable HTTP with --http. Bad options exit with status 2."""
     parser = _parser()
     args = parser.parse_args(argv)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    http: tuple[str, int] | None = args.http
     try:
+        if http is not None:
+            check_exposure(http[0], token)
         server = build_server(
             allow_hosts=args.allow_host,
             allow_private=args.allow_private,
@@ -336,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             user_agent=args.user_agent,
             timeout=args.timeout,
             max_bytes=args.max_bytes,
+            auth=bearer_auth(token, url_of(*http)) if http is not None else None,
         )
-        http = _host_port(args.http) if args.http else None
     except ValueError as exc:
         parser.error(str(exc))
     # httpx logs each request with the checked IP in place of the host name: more confusing than useful.

@@ -175,3 +175,50 @@ def connect_script(addresses: list[str], port: int, *, python: str = "python3") 
         "        print(host, 'failed', e)\n"
     )
     return [python, "-c", code]
+
+
+# --- programs started as a user or an MCP host starts them ------------------------------------------------
+
+
+@contextmanager
+def running_command(
+    argv: list[str], port: int, *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+    timeout: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run any program (`argv`, not only Python) until the block ends; waits until it listens on `port`.
+
+    It runs in a session of its own, so stopping it (SIGTERM, then SIGKILL) reaches whatever it started; its
+    stderr is quoted when it exits before listening.
+    """
+    import signal
+    import tempfile
+
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env, cwd=cwd,
+                                start_new_session=True)
+        try:
+            try:
+                _wait_for_port(port, proc, timeout)
+            except RuntimeError as exc:
+                errors.seek(0)
+                raise RuntimeError(f"{' '.join(argv)}: {exc}; its stderr:\n{errors.read().decode(errors='replace')}") from None
+            yield proc
+        finally:
+            for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+def require_installed(what: str, present: bool, remedy: str) -> None:
+    """Fail when CI lacks something a test needs (CI must install it); elsewhere skip, saying how to get it."""
+    if present:
+        return
+    message = f"{what} is not available: {remedy}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

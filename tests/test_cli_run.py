@@ -133,6 +133,14 @@ def test_the_quickstart_example_runs_offline_as_a_labelled_scripted_demo(tmp_pat
     assert "sales__query" in proc.stderr
 
 
+def test_an_empty_api_key_counts_as_unset_and_the_quickstart_runs_its_scripted_demo(tmp_path):
+    # A host's "DEEPSEEK_API_KEY": "${DEEPSEEK_API_KEY}" of an unset variable gives the empty string.
+    proc = run_cli("run", str(ROOT / "examples" / "quickstart" / "task.yaml"), cwd=tmp_path,
+                   env={"DEEPSEEK_API_KEY": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert "DEEPSEEK_API_KEY is not set: running a SCRIPTED DEMO offline" in proc.stderr
+
+
 def test_trace_command_prints_the_run_result(tmp_path):
     with ScriptedModelServer(ADD_THEN_ANSWER) as model:
         task = write_task(tmp_path, model.model_string)

@@ -41,8 +41,12 @@ def test_model_mapping_with_unknown_field_names_it():
         parse_model({"profile": "deepseek", "model": "deepseek-flash", "temprature": 1})
 
 
-def test_official_deepseek_without_key_names_the_variable(monkeypatch):
-    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+@pytest.mark.parametrize("value", [None, ""])
+def test_official_deepseek_without_key_names_the_variable(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("DEEPSEEK_API_KEY", value)
     with pytest.raises(ConfigError, match="DEEPSEEK_API_KEY is not set"):
         ChatModel(parse_model("deepseek:deepseek-flash"))
 

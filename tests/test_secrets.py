@@ -37,8 +37,8 @@ def snoop(tmp_path, task: dict) -> str:
         (tmp_path / "task.yaml").write_text(yaml.safe_dump({"prompt": "look around", "model": model.model_string,
                                                             "workspace": {}, **task}))
         proc = run_cli("run", str(tmp_path / "task.yaml"), "--json", cwd=tmp_path, timeout=180, env=SECRETS)
+        assert proc.returncode == 0, proc.stderr
         output = next(m for m in model.requests[-1].body["messages"] if m["role"] == "tool")["content"]
-    assert proc.returncode == 0, proc.stderr
     assert "---parent---" in output and "---end---" in output, output  # the command really ran
     assert "PATH=" in output.split("---parent---")[1], output  # and read its parent's environment
     return output

@@ -22,13 +22,12 @@ from agent.errors import ConfigError
 from agent.serve import (
     ServeConfig,
     build_parser,
-    is_loopback,
     load_config,
     main,
-    parse_http,
     service_from_args,
 )
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
+from servers._http import is_loopback, parse_host_port
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -300,7 +299,7 @@ def test_config_errors_name_the_file_and_field_and_exit_2(tmp_path, capsys):
     ("localhost:81", ("localhost", 81)),
 ])
 def test_http_addresses_parse(value, expected):
-    assert parse_http(value) == expected
+    assert parse_host_port(value) == expected
 
 
 def test_loopback_detection():

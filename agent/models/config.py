@@ -60,10 +60,11 @@ class ModelConfig(BaseModel):
         return self.api_key_env or PROFILES[self.profile].api_key_env
 
     def resolved_api_key(self) -> str | None:
+        """The key to send; an empty variable counts as unset (a host's `${VAR}` of an unset VAR expands to "")."""
         if self.api_key is not None:
-            return self.api_key.get_secret_value()
+            return self.api_key.get_secret_value() or None
         env = self.key_env()
-        return os.environ.get(env) if env else None
+        return (os.environ.get(env) or None) if env else None
 
     def needs_key(self) -> bool:
         """The official DeepSeek endpoint always needs a key; self-hosted ones usually do not."""
