@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # Commands with parsers of their own get every argument after their name, options included (argparse's
     # REMAINDER drops a leading `--option`, which made `agent serve --http ...` a usage error).
     if argv[:1] == ["eval"]:
-        from .evaluate import main as eval_main
+        from .eval.suite import main as eval_main
 
         return eval_main(argv[1:])
     if argv[:1] == ["serve"]:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["server"]:
         return _server(argv[1:])
     if argv[:2] == ["vllm", "serve"]:
-        from runtime.vllm import main as vllm_main
+        from agent.runtime.vllm import main as vllm_main
 
         return vllm_main(argv[2:])
     args = build_parser().parse_args(argv)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(result_from_trace(args.path).model_dump_json(indent=2, exclude={"messages"}))
             return EXIT_OK
         if args.command == "sandbox":
-            from runtime.docker import prune_containers
+            from agent.runtime.docker import prune_containers
 
             removed = prune_containers(everything=args.all)
             print(f"removed {len(removed)} sandbox container(s)" + "".join(f"\n  {c[:12]}" for c in removed))
@@ -197,14 +198,12 @@ def _server(argv: list[str]) -> int:
     if not argv or argv[0] not in SERVER_NAMES:
         _server_parser().parse_args(argv)  # prints help (-h) or a usage error naming the choices, and exits
         return EXIT_BAD_INPUT
-    import importlib
-
-    module = importlib.import_module(f"servers.{argv[0]}")
+    module = importlib.import_module(f"agent.servers.{argv[0]}")
     return int(module.main(argv[1:]) or 0)
 
 
 def _config(args: argparse.Namespace) -> int:
-    from tools import hosts
+    from agent.tools import hosts
 
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
     env = {name: f"${{{name}}}" for name in ("DEEPSEEK_API_KEY",)} if args.client == "claude-code" else None
@@ -310,7 +309,7 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
     renderer = None if args.quiet or args.json else ConsoleRenderer(show_reasoning=not args.no_reasoning)
     async with AsyncExitStack() as stack:
         if task.workspace is not None or task.builtin_servers:
-            from runtime.workspace import Workspace
+            from agent.runtime.workspace import Workspace
 
             workspace = await stack.enter_async_context(
                 Workspace(task.workspace, task.sandbox, keep=True if args.keep_workspace else None))

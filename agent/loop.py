@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 
 import anyio
 
-from tools.hub import ToolHub
-from tools.local import CLAIM_DONE
-from tools.results import ToolOutcome
+from agent.tools.hub import ToolHub
+from agent.tools.local import CLAIM_DONE
+from agent.tools.results import ToolOutcome
 
 from .context import SUMMARY_SYSTEM, ContextKeeper, Conversation, is_context_error, transcript
 from .errors import BadRequestError

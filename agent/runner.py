@@ -18,9 +18,9 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from tools.config import ServerSpec, parse_servers
-from tools.hub import ToolHub
-from tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
+from agent.tools.config import ServerSpec, parse_servers
+from agent.tools.hub import ToolHub
+from agent.tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
 
 from .context import ContextConfig, ContextKeeper, Conversation, OutputStore, snapshot
 from .errors import AgentError

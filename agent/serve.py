@@ -24,7 +24,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from servers._http import TOKEN_ENV, bearer_auth, check_exposure, parse_host_port, url_of
+from agent.runtime.workspace import Workspace
+from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, parse_host_port, url_of
 
 from .errors import AgentError, ConfigError
 from .events import (
@@ -41,6 +42,7 @@ from .events import (
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .result import RunResult
+from .runner import Agent
 from .task import (
     DEFAULT_MODEL,
     TaskSpec,
@@ -51,6 +53,7 @@ from .task import (
     resolve_task_paths,
     validate_file,
 )
+from .testing import ScriptedModelServer, load_script
 from .trace import read_trace
 from .usage import ModeStats, Usage
 from .version import package_version
@@ -236,8 +239,6 @@ class AgentService:
         (files, shell) are confined to it. Without either, such servers run in the task's `workdir`.
         """
         if workspace is None and (task.workspace is not None or task.builtin_servers):
-            from runtime.workspace import Workspace
-
             workspace = (await stack.enter_async_context(Workspace(task.workspace, task.sandbox))).path
         if workspace is None:
             if task.workdir is None:
@@ -456,8 +457,6 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
     ) -> Annotated[CallToolResult, RunOutput]:
         """Run the DeepSeek V4 agent on a prompt with the configured MCP servers; returns its answer, stop reason,
         usage, cost and trace path. Progress notifications follow each step; cancelling the call stops the run."""
-        from .runner import Agent
-
         root = _workspace(workspace) or service.default_workspace
         try:
             config = service.config
@@ -486,8 +485,6 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
     ) -> Annotated[CallToolResult, RunOutput]:
         """Run a task file (its prompt, model, servers and limits) and return the answer, stop reason, usage, cost
         and trace path. Progress notifications follow each step; cancelling the call stops the run."""
-        from .runner import Agent
-
         try:
             task = load_task(path)
             updates: dict[str, Any] = {}
@@ -535,8 +532,6 @@ async def _scripted_demo(task: TaskSpec, asked: bool, stack: AsyncExitStack) -> 
     missing_key = task.model.needs_key() and task.model.resolved_api_key() is None
     if not (asked or missing_key) or task.demo is None:
         return None
-    from .testing import ScriptedModelServer, load_script
-
     dialect: Literal["deepseek", "vllm"] = "vllm" if task.model.profile == "vllm" else "deepseek"
     server = ScriptedModelServer(load_script(task.demo), dialect=dialect, model=task.model.model or "deepseek-v4-flash")
     await stack.enter_async_context(server)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runtime.sandbox import SandboxSpec
-from runtime.workspace import WorkspaceSpec
-from tools.config import ServerSpec, expand_secrets, load_mcp_config, parse_servers
+from agent.runtime.sandbox import SandboxSpec
+from agent.runtime.workspace import WorkspaceSpec
+from agent.tools.config import ServerSpec, expand_secrets, load_mcp_config, parse_servers
 
 from .context import ContextConfig
 from .errors import ConfigError
-from .grading import GradeSpec
+from .grade_spec import GradeSpec
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .think import think_policy
@@ -50,7 +51,7 @@ class TaskSpec(BaseModel):
         None, description="Scripted model turns (YAML) used offline when no API key or model server is available"
     )
     grade: GradeSpec | None = Field(
-        None, description="How `agent eval` grades a run that ended normally (see agent.grading.GradeSpec)"
+        None, description="How `agent eval` grades a run that ended normally (see agent.grade_spec.GradeSpec)"
     )
 
     @field_validator("model", mode="before")
@@ -175,8 +176,6 @@ def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
     prompt becomes its path, our builtin servers are added (files and shell confined to it), and stdio
     servers run in it by default.
     """
-    import sys
-
     root = str(workspace)
 
     def bind(value: str) -> str:
@@ -193,11 +192,11 @@ def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
         servers[name] = server.model_copy(update=update)
     sandbox = task.sandbox
     builtin = {
-        "files": ["-m", "servers.files", root],
-        "shell": ["-m", "servers.shell", root, "--sandbox", sandbox.kind, *(
+        "files": ["-m", "agent.servers.files", root],
+        "shell": ["-m", "agent.servers.shell", root, "--sandbox", sandbox.kind, *(
             ["--image", sandbox.image] if sandbox.kind == "docker" else []), *(
             ["--network"] if sandbox.network else [])],
-        "web": ["-m", "servers.web"],
+        "web": ["-m", "agent.servers.web"],
     }
     for name in task.builtin_servers:
         servers.setdefault(name, ServerSpec(command=sys.executable, args=builtin[name], cwd=root))

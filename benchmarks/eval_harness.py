@@ -78,7 +78,7 @@ def _rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 def run(suite: Path, out: Path, jobs: int) -> dict:
-    command = [sys.executable, "-m", "agent.evaluate", str(suite), "--scripted", "reference", "-j", str(jobs),
+    command = [sys.executable, "-m", "agent.eval", str(suite), "--scripted", "reference", "-j", str(jobs),
                "--out", str(out), "--quiet"]
     env = {k: v for k, v in os.environ.items() if k not in ("DEEPSEEK_API_KEY", "AGENT_MODEL")}
     started = time.perf_counter()

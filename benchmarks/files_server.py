@@ -102,7 +102,7 @@ def startup_seconds(server_args: list[str]) -> float:
 
 async def round_trips(root: Path, calls: int) -> list[float]:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "servers.files", str(root)], cwd=str(ROOT)
+        command=sys.executable, args=["-m", "agent.servers.files", str(root)], cwd=str(ROOT)
     )
     async with Client(params) as client:
         for _ in range(20):  # warm-up
@@ -118,7 +118,7 @@ async def round_trips(root: Path, calls: int) -> list[float]:
 
 async def search_vs_grep(tree: Path, repeat: int) -> tuple[list[float], list[float], int, int]:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "servers.files", str(tree)], cwd=str(ROOT)
+        command=sys.executable, args=["-m", "agent.servers.files", str(tree)], cwd=str(ROOT)
     )
     ours, grep = [], []
     lines_ours = lines_grep = 0
@@ -152,8 +152,8 @@ def main() -> None:
         small = folder / "small"
         small.mkdir()
         (small / "a.txt").write_text("hello\n")
-        for name, server_args in (("files", ["servers.files", str(small)]),
-                                  ("shell", ["servers.shell", str(small)]), ("web", ["servers.web"])):
+        for name, server_args in (("files", ["agent.servers.files", str(small)]),
+                                  ("shell", ["agent.servers.shell", str(small)]), ("web", ["agent.servers.web"])):
             starts = [startup_seconds(server_args) for _ in range(5)]
             print(
                 f"{name} server start-up (spawn -> initialize answered): median "

@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.sandbox import SandboxError, SandboxSpec  # noqa: E402
+from agent.runtime.sandbox import SandboxError, SandboxSpec  # noqa: E402
 
 BACKENDS = {
-    "local": ("runtime.local", "LocalSandbox"),
-    "docker": ("runtime.docker", "DockerSandbox"),
-    "bubblewrap": ("runtime.bubblewrap", "BubblewrapSandbox"),
+    "local": ("agent.runtime.local", "LocalSandbox"),
+    "docker": ("agent.runtime.docker", "DockerSandbox"),
+    "bubblewrap": ("agent.runtime.bubblewrap", "BubblewrapSandbox"),
 }
 BIG = 100_000_000
 

@@ -25,9 +25,9 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.bubblewrap import BubblewrapSandbox  # noqa: E402
-from runtime.docker import DockerSandbox  # noqa: E402
-from runtime.sandbox import SandboxError  # noqa: E402
+from agent.runtime.bubblewrap import BubblewrapSandbox  # noqa: E402
+from agent.runtime.docker import DockerSandbox  # noqa: E402
+from agent.runtime.sandbox import SandboxError  # noqa: E402
 
 
 def line(name: str, samples: list[float]) -> str:

@@ -21,7 +21,7 @@ _LINGER_S = 0.05
 
 
 def _elide(text, cap):
-    # Must match runtime.sandbox.elide exactly: the runner cannot import it inside the container.
+    # Must match agent.runtime.sandbox.elide exactly: the runner cannot import it inside the container.
     if len(text) <= cap:
         return text
     half = max(cap // 2, 1)

@@ -23,9 +23,9 @@ from typing import IO
 import anyio
 import anyio.abc
 
-from runtime._sandbox_agent import OutputCapture
-from runtime.local import copy_on_host, killpg
-from runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec
+from agent.runtime._sandbox_agent import OutputCapture
+from agent.runtime.local import copy_on_host, killpg
+from agent.runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec
 
 KILL_GRACE_S = 1.0
 """Seconds between SIGTERM and SIGKILL when a timeout or a cancellation ends a command."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec
+from agent.runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec
 
 try:
     import docker

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
-from runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec, elide
+from agent.runtime.sandbox import DEFAULT_OUTPUT_CAP, ExecResult, SandboxError, SandboxSpec, elide
 
 T = TypeVar("T")
 

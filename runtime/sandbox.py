@@ -1,8 +1,8 @@
 """The Sandbox protocol: where commands run (host, Docker container, bubblewrap namespace).
 
 Every backend runs the same calls with the same results, so the shell server and workspaces never care
-which one they were given. Backends: `runtime.local.LocalSandbox`, `runtime.docker.DockerSandbox`,
-`runtime.bubblewrap.BubblewrapSandbox`; `open_sandbox` picks one from a `SandboxSpec`.
+which one they were given. Backends: `agent.runtime.local.LocalSandbox`, `agent.runtime.docker.DockerSandbox`,
+`agent.runtime.bubblewrap.BubblewrapSandbox`; `open_sandbox` picks one from a `SandboxSpec`.
 """
 
 from __future__ import annotations

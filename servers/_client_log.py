@@ -21,7 +21,7 @@ from mcp.types import (
 )
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
-from servers._byte_names import show
+from agent.servers._byte_names import show
 
 LEVELS: tuple[LoggingLevel, ...] = get_args(LoggingLevel)
 """Severity-ascending (RFC 5424 order, as the spec's LoggingLevel lists them)."""

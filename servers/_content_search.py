@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers._text_files import BINARY_PROBE
-from servers._tree_walk import TreeWalk, glob_regex
+from agent.servers._text_files import BINARY_PROBE
+from agent.servers._tree_walk import TreeWalk, glob_regex
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _FIRST_READ = 1 << 16

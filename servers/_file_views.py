@@ -6,9 +6,16 @@ import os
 import threading
 from collections import deque
 
-from servers._content_search import Matcher, SearchOutcome, search_tree
-from servers._path_guard import PathError, PathGuard, os_error
-from servers._tree_walk import IgnoreRules, TreeWalk, glob_depth, glob_regex, inherited_rules, open_below
+from agent.servers._content_search import Matcher, SearchOutcome, search_tree
+from agent.servers._path_guard import PathError, PathGuard, os_error
+from agent.servers._tree_walk import (
+    IgnoreRules,
+    TreeWalk,
+    glob_depth,
+    glob_regex,
+    inherited_rules,
+    open_below,
+)
 
 
 def _walk(

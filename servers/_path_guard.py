@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mcp.server.mcpserver.exceptions import ToolError
 
-from servers._byte_names import unescape
+from agent.servers._byte_names import unescape
 
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX on common filesystems

@@ -158,7 +158,7 @@ def html_to_markdown(html: str, url: str) -> tuple[str | None, str]:
     import lxml.html
     from lxml import etree
 
-    from servers._web_markdown import to_markdown
+    from agent.servers._web_markdown import to_markdown
 
     # lxml refuses str input that carries an XML encoding declaration; the text is decoded already.
     html = re.sub(r"^\s*<\?xml[^>]*\?>", "", html)

@@ -41,11 +41,10 @@ from mcp.types import (
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, Field
 
-from agent.version import package_version
-from servers._byte_names import show, show_all
-from servers._client_log import ClientLog, PerConnection
-from servers._content_search import Matcher
-from servers._file_results import (
+from agent.servers._byte_names import show, show_all
+from agent.servers._client_log import ClientLog, PerConnection
+from agent.servers._content_search import Matcher
+from agent.servers._file_results import (
     ContentMatch,
     DeleteResult,
     DirectoryResult,
@@ -59,10 +58,11 @@ from servers._file_results import (
     WriteResult,
     grep_text,
 )
-from servers._file_views import find_glob, render_tree, search
-from servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
-from servers._path_guard import PathError, PathGuard, PathRefused, os_error
-from servers._text_files import TextFileError, apply_edits, looks_binary, read_window, unified_diff
+from agent.servers._file_views import find_glob, render_tree, search
+from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
+from agent.servers._path_guard import PathError, PathGuard, PathRefused, os_error
+from agent.servers._text_files import TextFileError, apply_edits, looks_binary, read_window, unified_diff
+from agent.version import package_version
 
 DEFAULT_MAX_READ_CHARS = 256 * 1024
 DEFAULT_MAX_MEDIA_BYTES = 10 * 1024 * 1024
@@ -947,7 +947,7 @@ def build_server(
 
     client_roots="narrow" lets a client that offers roots (handshake-era protocols) shrink the allowed
     set to the roots both sides name; "ignore" keeps the command line only. Raises ValueError if no root
-    is a usable directory. `auth`: MCPServer's auth arguments (servers._http.bearer_auth) for HTTP.
+    is a usable directory. `auth`: MCPServer's auth arguments (agent.servers._http.bearer_auth) for HTTP.
     """
     guard, problems = PathGuard.from_arguments(roots)
     if not guard.roots:
@@ -1046,7 +1046,7 @@ def main(argv: list[str] | None = None) -> int:
             host, port = args.http
             server.run(transport="streamable-http", host=host, port=port)
         else:
-            from servers._stdio_pipes import serve_stdio
+            from agent.servers._stdio_pipes import serve_stdio
 
             anyio.run(serve_stdio, server)
     except KeyboardInterrupt:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
+from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
 
 if TYPE_CHECKING:
     import anyio
     from mcp.server import MCPServer
 
-    from runtime.sandbox import Sandbox, SandboxProcess
+    from agent.runtime.sandbox import Sandbox, SandboxProcess
 
 OUTPUTS_DIR = ".agent/outputs"
 """Where full outputs of truncated commands are saved, relative to the workspace root."""
@@ -33,9 +33,9 @@ JOB_STOP_GRACE_S = 1.0
 """SIGTERM-to-SIGKILL grace when jobs are stopped; short, so that shutdown beats a client's own kill."""
 MAX_READ_WAIT_S = 30.0
 SANDBOX_BACKENDS = {
-    "local": ("runtime.local", "LocalSandbox"),
-    "docker": ("runtime.docker", "DockerSandbox"),
-    "bubblewrap": ("runtime.bubblewrap", "BubblewrapSandbox"),
+    "local": ("agent.runtime.local", "LocalSandbox"),
+    "docker": ("agent.runtime.docker", "DockerSandbox"),
+    "bubblewrap": ("agent.runtime.bubblewrap", "BubblewrapSandbox"),
 }
 
 
@@ -101,7 +101,7 @@ def build_server(
 
     `env_allow` names variables of this process passed to every command (the sandbox passes no secrets on
     its own); `allow`/`deny` are regular expressions (see `CommandPolicy`). `auth`: MCPServer's auth
-    arguments (servers._http.bearer_auth) for HTTP.
+    arguments (agent.servers._http.bearer_auth) for HTTP.
     """
     from contextlib import asynccontextmanager
 
@@ -112,10 +112,10 @@ def build_server(
     from mcp.types import CallToolResult, TextContent, ToolAnnotations
     from pydantic import BaseModel, Field
 
+    from agent.runtime.sandbox import SandboxError
+    from agent.servers._byte_names import show, show_all, unescape
+    from agent.servers._client_log import ClientLog
     from agent.version import package_version
-    from runtime.sandbox import SandboxError
-    from servers._byte_names import show, show_all, unescape
-    from servers._client_log import ClientLog
 
     if timeout_default <= 0 or timeout_max < timeout_default:
         raise ValueError("need 0 < timeout_default <= timeout_max")
@@ -476,7 +476,7 @@ def open_sandbox(kind: str, root: Path, *, image: str | None = None, network: bo
     """The backend `kind` over `root`, imported only now; `LookupError` when this checkout lacks it."""
     import importlib
 
-    from runtime.sandbox import SandboxSpec
+    from agent.runtime.sandbox import SandboxSpec
 
     module_name, class_name = SANDBOX_BACKENDS[kind]
     try:
@@ -613,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a sandbox that cannot start: say so in one line, not a traceback
-        from runtime.sandbox import SandboxError
+        from agent.runtime.sandbox import SandboxError
 
         cause = _find(exc, SandboxError)
         if cause is None:

@@ -22,11 +22,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from agent.version import package_version
-from servers._client_log import ClientLog
-from servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
-from servers._web_fetch import AddressPolicy, FetchedResponse, Fetcher, FetchError, RefusedAddressError
-from servers._web_search import (
+from agent.servers._client_log import ClientLog
+from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, host_port_argument, url_of
+from agent.servers._web_fetch import AddressPolicy, FetchedResponse, Fetcher, FetchError, RefusedAddressError
+from agent.servers._web_search import (
     BRAVE_URL,
     BraveBackend,
     SearchBackend,
@@ -35,6 +34,7 @@ from servers._web_search import (
     SearxngBackend,
     format_results,
 )
+from agent.version import package_version
 
 DEFAULT_USER_AGENT = f"Mozilla/5.0 (compatible; deepseek-mcp-agent-web/{package_version()}; +MCP fetch tool)"
 DEFAULT_TIMEOUT = 30.0
@@ -129,7 +129,7 @@ def build_server(
 ) -> MCPServer:
     """The web server with `fetch`, and `search` when a backend is configured. Raises ValueError on bad options.
 
-    `auth`: MCPServer's auth arguments (servers._http.bearer_auth) for HTTP.
+    `auth`: MCPServer's auth arguments (agent.servers._http.bearer_auth) for HTTP.
     """
     if timeout <= 0 or max_bytes <= 0:
         raise ValueError("--timeout and --max-bytes must be positive")
@@ -226,7 +226,7 @@ class _Refused(ToolError):
 
 
 async def _read_page(fetcher: Fetcher, url: str, raw: bool) -> Page:
-    from servers._web_convert import UnsupportedContentError, convert, kind_of
+    from agent.servers._web_convert import UnsupportedContentError, convert, kind_of
 
     try:
         response: FetchedResponse = await fetcher.get(url)

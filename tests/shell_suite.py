@@ -18,7 +18,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from runtime.sandbox import ExecResult, Sandbox, SandboxError
+from agent.runtime.sandbox import ExecResult, Sandbox, SandboxError
 
 SECRET_NAME = "AGENT_TEST_SECRET"
 

@@ -9,10 +9,10 @@ import yaml
 
 from agent import Agent
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
+from agent.tools.local import LocalTool
+from agent.tools.results import ToolOutcome
 from tests.conftest import DEMO_SERVER
 from tests.test_cli_run import run_cli
-from tools.local import LocalTool
-from tools.results import ToolOutcome
 
 DEMO = {"demo": {"command": sys.executable, "args": [str(DEMO_SERVER)]}}
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent import evaluate
-from agent.report import build_report, mean_std, pass_at_k, pass_hat_k, render_html, render_markdown
+from agent.eval import suite as evaluate
+from agent.eval.report import build_report, mean_std, pass_at_k, pass_hat_k, render_html, render_markdown
 from agent.testing import RecordedRequest, ScriptedModelServer, ScriptedTurn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,7 +251,7 @@ def test_resume_after_a_killed_suite_runs_only_what_is_missing(tmp_path):
     tasks = {f"t{i}": (CLAIM_TASK, [{"content": "It is 42.", "delay_s": 0.5}]) for i in range(6)}
     suite = write_suite(tmp_path / "resumable", tasks)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "agent.evaluate", str(suite), "--scripted", "reference", "--out", str(out)]
+    command = [sys.executable, "-m", "agent.eval", str(suite), "--scripted", "reference", "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k not in ("DEEPSEEK_API_KEY", "AGENT_MODEL")}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

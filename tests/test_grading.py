@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.grading import (
+from agent.eval.grading import (
     Claim,
     FileCheck,
     GradeContext,
@@ -25,9 +25,9 @@ from agent.grading import (
     parse_verdict,
 )
 from agent.result import RunResult
+from agent.runtime.workspace import Workspace
 from agent.task import load_task
 from agent.testing import RecordedRequest, ScriptedModelServer, ScriptedTurn
-from runtime.workspace import Workspace
 
 
 def finished(answer: str = "done") -> RunResult:
@@ -237,7 +237,7 @@ async def test_match_judging_can_be_forced_even_with_a_judge_model(tmp_path):
 
 
 def test_grade_paths_write_the_run_log(tmp_path):
-    from agent.grading import _grade_paths
+    from agent.eval.grading import _grade_paths
 
     paths = _grade_paths(GradeSpec(commands=[{"run": "true"}]), GradeContext(tmp_path, finished("hi")))
     log = json.loads(Path(paths.res_log).read_text())

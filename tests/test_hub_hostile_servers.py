@@ -10,9 +10,9 @@ import yaml
 from conftest import SERVERS_DIR, free_port, running_server
 
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
+from agent.tools.config import parse_servers
+from agent.tools.hub import GARBAGE_GRACE_S, ToolHub
 from tests.test_cli_run import run_cli
-from tools.config import parse_servers
-from tools.hub import GARBAGE_GRACE_S, ToolHub
 
 NOISY = {"noisy": {"command": sys.executable, "args": [str(SERVERS_DIR / "noisy_server.py")]}}
 

@@ -16,8 +16,8 @@ from conftest import DEMO_SERVER, SERVERS_DIR, child_pids, free_port, running_se
 
 from agent import Agent
 from agent.testing import RecordedRequest, ScriptedModelServer, ScriptedToolCall, ScriptedTurn
-from tools.config import parse_servers
-from tools.hub import ToolHub
+from agent.tools.config import parse_servers
+from agent.tools.hub import ToolHub
 
 PY = sys.executable
 CHANGING = str(SERVERS_DIR / "changing_server.py")

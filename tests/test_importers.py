@@ -9,8 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from agent import evaluate
-from agent.importers import import_atlas_rows, import_toolathlon_task, load_server_entries, split_atlas_tool
+from agent.eval import suite as evaluate
+from agent.eval.importers import (
+    import_atlas_rows,
+    import_toolathlon_task,
+    load_server_entries,
+    split_atlas_tool,
+)
 from agent.testing import ScriptedModelServer
 from tests.conftest import DEMO_SERVER
 
@@ -30,8 +35,8 @@ def test_a_toolathlon_task_folder_becomes_a_task_with_our_servers_and_its_checke
     assert "Accessible workspace directory: ${WORKSPACE}" in spec.system
     assert "`claim_done`" in spec.system and "local-claim_done" not in spec.system
     assert spec.claim_done and spec.limits.max_steps == 100
-    assert spec.servers["filesystem"].args == ["-m", "servers.files", "${WORKSPACE}"]
-    assert spec.servers["terminal"].args == ["-m", "servers.shell", "${WORKSPACE}"]
+    assert spec.servers["filesystem"].args == ["-m", "agent.servers.files", "${WORKSPACE}"]
+    assert spec.servers["terminal"].args == ["-m", "agent.servers.shell", "${WORKSPACE}"]
     assert spec.workspace.files == COUNT_WORDS / "initial_workspace"
     assert "-m tasks.finalpool.count-words.preprocess.main" in spec.workspace.setup[0]
     assert spec.grade.groundtruth == COUNT_WORDS / "groundtruth_workspace"
@@ -66,7 +71,7 @@ def check_atlas_rows(tasks):
     assert week10.runnable and any("distractor tools of wikipedia dropped" in w for w in week10.warnings)
     assert any("cli-mcp-server_show_security_rules has no counterpart" in w for w in week10.warnings)
     files = week10.spec.servers["filesystem"]
-    assert files.args == ["-m", "servers.files", "${WORKSPACE}"]
+    assert files.args == ["-m", "agent.servers.files", "${WORKSPACE}"]
     assert files.allow == ["read_file", "read_multiple_files", "list_directory", "directory_tree", "glob_search",
                            "get_file_info", "list_allowed_roots"]
     assert week10.spec.servers["cli-mcp-server"].allow == ["run_command"]

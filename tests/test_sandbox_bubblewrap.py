@@ -20,9 +20,9 @@ import pytest
 from conftest import child_pids, connect_script, host_addresses, host_has, listener
 from shell_suite import ALL_CHECKS, beating, heartbeat, stopped, until
 
-from runtime import bubblewrap
-from runtime.bubblewrap import BubblewrapSandbox
-from runtime.sandbox import Sandbox, SandboxError, SandboxSpec
+from agent.runtime import bubblewrap
+from agent.runtime.bubblewrap import BubblewrapSandbox
+from agent.runtime.sandbox import Sandbox, SandboxError, SandboxSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -240,7 +240,7 @@ async def test_sandbox_dies_with_a_killed_agent(workspace: Path) -> None:
     script = (
         "import anyio\n"
         "from pathlib import Path\n"
-        "from runtime.bubblewrap import BubblewrapSandbox\n"
+        "from agent.runtime.bubblewrap import BubblewrapSandbox\n"
         "async def main():\n"
         f"    async with BubblewrapSandbox(Path({str(workspace)!r})) as box:\n"
         f"        await box.spawn({heartbeat('orphan.beat')!r})\n"

@@ -20,8 +20,8 @@ import pytest
 from conftest import connect_script, host_addresses, host_has, listener
 from shell_suite import ALL_CHECKS, until
 
-from runtime.docker import LABEL, OWNER_LABEL, RUN_LABEL, DockerSandbox, prune_containers
-from runtime.sandbox import Sandbox, SandboxError, SandboxSpec
+from agent.runtime.docker import LABEL, OWNER_LABEL, RUN_LABEL, DockerSandbox, prune_containers
+from agent.runtime.sandbox import Sandbox, SandboxError, SandboxSpec
 
 IMAGE = SandboxSpec().image
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,7 +284,7 @@ async def test_container_of_a_crashed_agent_removes_itself(workspace, client) ->
     script = (
         "import anyio, sys\n"
         "from pathlib import Path\n"
-        "from runtime.docker import DockerSandbox\n"
+        "from agent.runtime.docker import DockerSandbox\n"
         "async def main():\n"
         f"    async with DockerSandbox(Path({str(workspace)!r})) as box:\n"
         "        print(box.run_id, flush=True)\n"
@@ -337,8 +337,8 @@ def test_prune_without_daemon_is_a_sandbox_error(monkeypatch: pytest.MonkeyPatch
 
 
 def test_runner_output_capture_matches_elide() -> None:
-    from runtime._sandbox_agent import OutputCapture
-    from runtime.sandbox import elide
+    from agent.runtime._sandbox_agent import OutputCapture
+    from agent.runtime.sandbox import elide
 
     text = "".join(f"{i}\u00e9\n" for i in range(5000))
     data = text.encode()

@@ -12,9 +12,9 @@ import pytest
 from conftest import alive, child_pids
 from shell_suite import ALL_CHECKS, heartbeat, stopped, until
 
-from runtime import local
-from runtime.local import LocalSandbox, _Capture
-from runtime.sandbox import Sandbox, SandboxError, SandboxSpec, elide
+from agent.runtime import local
+from agent.runtime.local import LocalSandbox, _Capture
+from agent.runtime.sandbox import Sandbox, SandboxError, SandboxSpec, elide
 
 
 async def wait_dead(*pids: int, timeout: float = 5.0) -> list[int]:

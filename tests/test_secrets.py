@@ -56,14 +56,14 @@ def test_the_builtin_shell_server_keeps_the_agents_secrets_from_commands(tmp_pat
 def test_a_task_server_keeps_the_agents_secrets_from_commands(tmp_path, kind):
     require(PROBLEMS[kind]())
     shell = {"command": sys.executable,
-             "args": ["-m", "servers.shell", "${WORKSPACE}", "--sandbox", kind]}
+             "args": ["-m", "agent.servers.shell", "${WORKSPACE}", "--sandbox", kind]}
     output = snoop(tmp_path, {"servers": {"shell": shell}})
     for name, value in SECRETS.items():
         assert value not in output, f"{name} reached a model-run command on {kind}"
 
 
 def test_a_variable_named_in_the_entrys_env_reaches_the_server_and_nothing_else(tmp_path):
-    shell = {"command": sys.executable, "args": ["-m", "servers.shell", "${WORKSPACE}", "--env-allow", "GRANTED"],
+    shell = {"command": sys.executable, "args": ["-m", "agent.servers.shell", "${WORKSPACE}", "--env-allow", "GRANTED"],
              "env": {"GRANTED": "${MY_COMPANY_DB_PASSWORD}"}}
     output = snoop(tmp_path, {"servers": {"shell": shell}})
     assert f"GRANTED={SECRETS['MY_COMPANY_DB_PASSWORD']}" in output

@@ -26,8 +26,8 @@ from agent.serve import (
     main,
     service_from_args,
 )
+from agent.servers._http import is_loopback, parse_host_port
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
-from servers._http import is_loopback, parse_host_port
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -26,7 +26,7 @@ from conftest import free_port, running_server
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, ListRootsResult, Root
 
-from servers._path_guard import PathError, PathGuard
+from agent.servers._path_guard import PathError, PathGuard
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "TOP SECRET, must never be read or changed\n"
@@ -74,7 +74,7 @@ def make_base(base: Path) -> Path:
 
 def stdio_params(root: Path, *options: str) -> StdioServerParameters:
     return StdioServerParameters(
-        command=sys.executable, args=["-m", "servers.files", str(root), *options], cwd=str(REPO)
+        command=sys.executable, args=["-m", "agent.servers.files", str(root), *options], cwd=str(REPO)
     )
 
 
@@ -97,7 +97,7 @@ def connection(
             yield conn
     else:
         port = free_port()
-        args = ["-m", "servers.files", str(base / "root"), "--http", f"127.0.0.1:{port}"]
+        args = ["-m", "agent.servers.files", str(base / "root"), "--http", f"127.0.0.1:{port}"]
         with running_server(args, port), connected(f"http://127.0.0.1:{port}/mcp", base) as conn:
             yield conn
 
@@ -980,7 +980,7 @@ def test_guard_boundaries(guarded: tuple[PathGuard, Path]) -> None:
 def test_read_window_agrees_with_splitting_the_file(tmp_path: Path) -> None:
     import random
 
-    from servers._text_files import read_window
+    from agent.servers._text_files import read_window
 
     rnd = random.Random(7)
     for _ in range(200):
@@ -1006,7 +1006,7 @@ def test_read_window_agrees_with_splitting_the_file(tmp_path: Path) -> None:
 def test_gitignore_fast_path_agrees_with_pathspec() -> None:
     import pathspec
 
-    from servers._tree_walk import IgnoreFile
+    from agent.servers._tree_walk import IgnoreFile
 
     patterns = [
         "*.pyc",
@@ -1239,7 +1239,7 @@ def test_client_roots_are_asked_for_once_per_connection(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "servers.files", *args], cwd=REPO, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "agent.servers.files", *args], cwd=REPO, capture_output=True, text=True, timeout=30
     )
 
 
@@ -1256,7 +1256,7 @@ def test_cli_help_lists_the_options() -> None:
 
 
 def test_build_server_and_main_are_importable_without_starting_anything(tmp_path: Path) -> None:
-    from servers.files import build_server, main
+    from agent.servers.files import build_server, main
 
     server = build_server([tmp_path])
     tools = anyio.run(server.list_tools)

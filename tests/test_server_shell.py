@@ -25,7 +25,7 @@ from conftest import alive, free_port, running_server
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from servers import shell as shell_server
+from agent.servers import shell as shell_server
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hunter2-in-the-server-environment"
@@ -55,7 +55,7 @@ def gone(*pids: int, timeout: float = 5.0) -> bool:
 def stdio_params(root: Path, *options: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "servers.shell", str(root), *options],
+        args=["-m", "agent.servers.shell", str(root), *options],
         cwd=str(REPO),
         env=SERVER_ENV,
     )
@@ -69,7 +69,7 @@ def http_server(root: Path, *options: str) -> Iterator[tuple[str, Any]]:
     os.environ.update(SERVER_ENV)
     try:
         with running_server(
-            ["-m", "servers.shell", str(root), *options, "--http", f"127.0.0.1:{port}"], port
+            ["-m", "agent.servers.shell", str(root), *options, "--http", f"127.0.0.1:{port}"], port
         ) as proc:
             yield f"http://127.0.0.1:{port}/mcp", proc
     finally:
@@ -453,15 +453,15 @@ def test_bad_regex_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_unavailable_backend_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    monkeypatch.setitem(shell_server.SANDBOX_BACKENDS, "docker", ("runtime.no_such_backend", "NoSandbox"))
+    monkeypatch.setitem(shell_server.SANDBOX_BACKENDS, "docker", ("agent.runtime.no_such_backend", "NoSandbox"))
     assert shell_server.main([str(tmp_path), "--sandbox", "docker"]) == 2
     assert "the docker sandbox is not available" in capsys.readouterr().err
 
 
 BROKEN_BACKEND = """
 import sys
-from runtime.sandbox import SandboxError
-from servers import shell
+from agent.runtime.sandbox import SandboxError
+from agent.servers import shell
 
 
 class Broken:
@@ -503,7 +503,7 @@ def test_a_sandbox_that_cannot_start_ends_the_server_with_one_line(tmp_path: Pat
 
 def test_help_does_not_import_the_sdk() -> None:
     code = (
-        "import sys, servers.shell as s; s._parser(); print('mcp' in sys.modules, 'pydantic' in sys.modules)"
+        "import sys, agent.servers.shell as s; s._parser(); print('mcp' in sys.modules, 'pydantic' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["False", "False"], out.stderr

@@ -20,9 +20,15 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from servers._web_convert import convert, decode, html_to_markdown, kind_of
-from servers._web_fetch import AddressPolicy, Fetcher, FetchError, RefusedAddressError, is_public_address
-from servers.web import build_server, main
+from agent.servers._web_convert import convert, decode, html_to_markdown, kind_of
+from agent.servers._web_fetch import (
+    AddressPolicy,
+    Fetcher,
+    FetchError,
+    RefusedAddressError,
+    is_public_address,
+)
+from agent.servers.web import build_server, main
 from tests.conftest import free_port, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -199,9 +205,9 @@ class WebSession:
 
 @contextmanager
 def web_server(*args: str) -> Iterator[WebSession]:
-    """`python -m servers.web ARGS` over stdio, in a portal thread that enters and exits the client."""
+    """`python -m agent.servers.web ARGS` over stdio, in a portal thread that enters and exits the client."""
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "servers.web", *args], cwd=str(REPO_ROOT)
+        command=sys.executable, args=["-m", "agent.servers.web", *args], cwd=str(REPO_ROOT)
     )
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(params)) as client:
         yield WebSession(portal, client)
@@ -657,7 +663,7 @@ def test_brave_without_a_key_is_a_usage_error(
 
 async def test_fetch_works_over_streamable_http(site: str) -> None:
     port = free_port()
-    args = ["-m", "servers.web", "--http", f"127.0.0.1:{port}", "--allow-host", "127.0.0.1"]
+    args = ["-m", "agent.servers.web", "--http", f"127.0.0.1:{port}", "--allow-host", "127.0.0.1"]
     with running_server(args, port):
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool("fetch", {"url": f"{site}/notes.txt"})

@@ -25,8 +25,8 @@ from conftest import child_pids
 
 from agent import Agent, load_task
 from agent.testing import ScriptedModelServer, load_script
-from tools.config import parse_servers
-from tools.hub import ToolHub
+from agent.tools.config import parse_servers
+from agent.tools.hub import ToolHub
 
 REPO = Path(__file__).resolve().parent.parent
 FILESYSTEM_BIN = REPO / ".thirdparty" / "npm" / "node_modules" / ".bin" / "mcp-server-filesystem"

@@ -15,9 +15,9 @@ import pytest
 from conftest import SERVERS_DIR, child_pids
 
 from agent.errors import ConfigError, ToolServerError
-from tools.config import ServerSpec, expand_secrets, load_mcp_config, parse_servers
-from tools.hub import ToolHub
-from tools.local import claim_done_tool
+from agent.tools.config import ServerSpec, expand_secrets, load_mcp_config, parse_servers
+from agent.tools.hub import ToolHub
+from agent.tools.local import claim_done_tool
 
 PY = sys.executable
 

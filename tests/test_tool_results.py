@@ -6,7 +6,7 @@ import base64
 
 import mcp.types as types
 
-from tools.results import outcome_from_result
+from agent.tools.results import outcome_from_result
 
 
 def text(value: str) -> types.TextContent:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 
-from tools.schema import strict_schema, to_openai_function, tool_name, unique_names
+from agent.tools.schema import strict_schema, to_openai_function, tool_name, unique_names
 
 VALID_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 

@@ -17,7 +17,7 @@ import pytest
 
 from agent.errors import ConfigError
 from agent.models.config import parse_model
-from runtime.vllm import (
+from agent.runtime.vllm import (
     GPU,
     VLLMServer,
     VLLMStartError,
@@ -409,7 +409,7 @@ def test_ctrl_c_stops_vllm_and_its_workers(tmp_path):
     port, pids = free_port(), tmp_path / "pids.json"
     vllm_cmd = shlex.join([sys.executable, str(FAKE_VLLM), "--spawn-worker", "--pid-file", str(pids)])
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "runtime.vllm", "serve", "v4-flash", "--gpus", "4xB200", "--port", str(port),
+        [sys.executable, "-m", "agent.runtime.vllm", "serve", "v4-flash", "--gpus", "4xB200", "--port", str(port),
          "--vllm-cmd", vllm_cmd],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

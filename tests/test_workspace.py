@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from agent.errors import ConfigError
+from agent.runtime.workspace import RepoInit, Workspace, WorkspaceError, WorkspaceSpec
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
-from runtime.workspace import RepoInit, Workspace, WorkspaceError, WorkspaceSpec
 from tests.conftest import DEMO_SERVER
 from tests.test_cli_run import run_cli
 

@@ -33,11 +33,11 @@ from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent.errors import ConfigError, ToolServerError
+from agent.tools.config import ServerSpec, server_environment
+from agent.tools.local import LocalTool
+from agent.tools.results import ToolOutcome, error_outcome, outcome_from_result
+from agent.tools.schema import to_openai_function, unique_names
 from agent.version import package_version
-from tools.config import ServerSpec, server_environment
-from tools.local import LocalTool
-from tools.results import ToolOutcome, error_outcome, outcome_from_result
-from tools.schema import to_openai_function, unique_names
 
 # Bounds how long closing may take: the SDK's stdio shutdown needs up to ~6 s for a server that ignores
 # stdin EOF and SIGTERM; past this the runners are cancelled (the SDK still kills the process tree).

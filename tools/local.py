@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.results import ToolOutcome
+from agent.tools.results import ToolOutcome
 
 CLAIM_DONE = "claim_done"
 

@@ -26,12 +26,12 @@ import anyio
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import AgentError, ConfigError, ToolServerError
+from ..errors import AgentError, ConfigError, ToolServerError
+from ..interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_as_ctrl_c
+from ..models.config import parse_model
+from ..task import TaskSpec, bind_workspace, describe_validation_error, load_task
+from ..usage import ModeStats, Usage
 from .grading import GradeContext, GradeResult, ModelJudge, grade_run, not_graded
-from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_as_ctrl_c
-from .models.config import parse_model
-from .task import TaskSpec, bind_workspace, describe_validation_error, load_task
-from .usage import ModeStats, Usage
 
 SITE_VAR = "${SITE_URL}"
 SUITE_FILE = "suite.yaml"
@@ -344,7 +344,7 @@ def _allow_local_site(task: TaskSpec) -> TaskSpec:
     """Our web server refuses private addresses; a suite's own site on 127.0.0.1 is let through."""
     servers = {}
     for name, server in task.servers.items():
-        if server.args[:2] == ["-m", "servers.web"] and "--allow-host" not in server.args:
+        if server.args[:2] == ["-m", "agent.servers.web"] and "--allow-host" not in server.args:
             server = server.model_copy(update={"args": [*server.args, "--allow-host", "127.0.0.1"]})
         servers[name] = server
     return task.model_copy(update={"servers": servers})
@@ -378,7 +378,7 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
 
     Never raises for the run's own failures (they become the record's `failure`); cancellation propagates.
     """
-    from runtime.workspace import WorkspaceError
+    from agent.runtime.workspace import WorkspaceError
 
     task = job.task
     spec = task.spec
@@ -408,7 +408,7 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
                     spec = _with_site(spec, site_url)
                 updates: dict[str, Any] = {}
                 if settings.scripted is not None:
-                    from .testing import ScriptedModelServer
+                    from ..testing import ScriptedModelServer
 
                     model = spec.model
                     server = ScriptedModelServer(
@@ -425,9 +425,9 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
                     updates["limits"] = spec.limits.model_copy(update={"max_steps": settings.max_steps})
                 spec = spec.model_copy(update=updates)
                 record.model = spec.model.label()
-                from runtime.workspace import Workspace
+                from agent.runtime.workspace import Workspace
 
-                from .runner import Agent
+                from ..runner import Agent
 
                 workspace = await stack.enter_async_context(
                     Workspace(spec.workspace, spec.sandbox, keep=True if settings.keep_workspaces else None))
@@ -472,7 +472,7 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
         record.failure = f"the run passed the wall timeout of {timeout:g} s"
         timings.setdefault("cleanup_s", round(time.perf_counter() - mark, 4))
         if result is None and trace.exists():
-            from .trace import result_from_trace
+            from ..trace import result_from_trace
 
             try:
                 result = result_from_trace(trace)  # what the cut run used, for tokens and cost
@@ -686,9 +686,9 @@ async def run_suite(tasks: Sequence[EvalTask], settings: RunSettings, *, repeats
                     executor: Executor | None = None, progress: Progress | None = None,
                     skipped: Sequence[SkippedTask] = (), config: dict[str, Any] | None = None) -> SuiteOutcome:
     """Run every task `repeats` times (skipping runs already in results.jsonl), then write the reports."""
-    import runtime.workspace  # noqa: F401  (imported before the first run, so its timings are not skewed)
+    import agent.runtime.workspace  # noqa: F401  (imported before the first run, so its timings are not skewed)
 
-    from . import runner, testing  # noqa: F401
+    from .. import runner, testing  # noqa: F401
     from .report import build_report, write_reports
 
     settings.out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from .usage import Usage
+from ..usage import Usage
 
 # --- estimators -----------------------------------------------------------------------------------------
 

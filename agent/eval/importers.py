@@ -11,24 +11,27 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tools.config import ServerSpec
+import yaml
 
-from .errors import ConfigError
-from .task import TaskSpec
+from agent.tools.config import ServerSpec, expand_vars, parse_servers
+
+from ..errors import ConfigError
+from ..task import TaskSpec
 
 TOOLATHLON_WORKSPACE_PLACEHOLDER = "!!<<<<||||workspace_dir||||>>>>!!"
 
 # Our servers as mcpServers entries; ${WORKSPACE} is bound per run.
 OUR_SERVERS: dict[str, dict[str, Any]] = {
-    "files": {"command": "python", "args": ["-m", "servers.files", "${WORKSPACE}"]},
-    "shell": {"command": "python", "args": ["-m", "servers.shell", "${WORKSPACE}"]},
-    "web": {"command": "python", "args": ["-m", "servers.web"]},
+    "files": {"command": "python", "args": ["-m", "agent.servers.files", "${WORKSPACE}"]},
+    "shell": {"command": "python", "args": ["-m", "agent.servers.shell", "${WORKSPACE}"]},
+    "web": {"command": "python", "args": ["-m", "agent.servers.web"]},
 }
 
 # Benchmark server -> (our server, benchmark tool -> our tool; None: a tool we do not have).
@@ -84,12 +87,6 @@ def load_server_entries(path: str | Path | None) -> dict[str, ServerSpec]:
     `${WORKSPACE}` and `${SITE_URL}`, which are bound per run."""
     if path is None:
         return {}
-    import os
-
-    import yaml
-
-    from tools.config import expand_vars, parse_servers
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # YAML reads JSON too

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -20,128 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import anyio
+from pydantic import BaseModel, Field
 
-from .events import Graded
-from .result import RunResult
+from ..events import Graded
+from ..grade_spec import Claim, FileCheck, GradeSpec
+from ..models.client import ChatModel, dumps
+from ..models.config import parse_model
+from ..result import RunResult
+from ..think import ThinkMode
 
 GRADE_DIR = ".agent/grade"
 """Where grading puts its own files inside the workspace (the run log; ground truth for non-local sandboxes)."""
-
-
-# --- the `grade:` section of a task file -------------------------------------------------------------
-
-
-class CommandCheck(BaseModel):
-    """A shell command run in the sandbox, in the final workspace; it passes on exit code 0."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: str = Field(description="Shell command line (sh -c)")
-    name: str | None = Field(None, description="Label in reports; default: the command")
-    timeout_s: float | None = Field(None, gt=0, description="Seconds; default grade.timeout_s")
-
-
-class FileCheck(BaseModel):
-    """A check of one path in the final workspace. Expected files are read from `grade.groundtruth`
-    (default: the task file's folder)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    path: str = Field(description="Path relative to the workspace")
-    exists: bool = Field(True, description="false: the path must not exist")
-    equals: str | None = Field(None, description="Expected file: same text after `normalize`")
-    text: str | None = Field(None, description="Expected text, inline: same after `normalize`")
-    normalize: Literal["none", "strip", "whitespace", "lines"] = Field(
-        "strip", description="none; strip (ends); lines (each line stripped, blank lines dropped); "
-        "whitespace (all whitespace removed, as Toolathlon's checkers compare)")
-    ignore_case: bool = False
-    contains: list[str] = Field(default_factory=list, description="Substrings that must occur")
-    not_contains: list[str] = Field(default_factory=list, description="Substrings that must not occur")
-    matches: str | None = Field(None, description="A regular expression that must match somewhere (multiline)")
-    json_file: str | None = Field(None, alias="json", description="Expected JSON file: equal, numbers within tolerance")
-    json_value: Any = Field(None, description="Expected JSON value, inline")
-    csv_file: str | None = Field(None, alias="csv", description="Expected CSV file: same header and cells")
-    ignore_row_order: bool = Field(False, description="CSV: compare rows as a multiset")
-    tree: str | None = Field(None, description="Expected folder: the same set of relative file paths")
-    tree_contents: bool = Field(False, description="tree: also compare each file's text after `normalize`")
-    tolerance: float = Field(1e-6, ge=0, description="Absolute tolerance for numbers (JSON, CSV)")
-    rel_tolerance: float = Field(0.0, ge=0, description="Relative tolerance for numbers (JSON, CSV)")
-
-    @property
-    def label(self) -> str:
-        kinds = [k for k in ("equals", "text", "contains", "not_contains", "matches", "json_file", "json_value",
-                             "csv_file", "tree") if getattr(self, k) not in (None, [])]
-        if not self.exists:
-            kinds = ["absent"]
-        return f"{self.path} ({', '.join(k.removesuffix('_file') for k in kinds) or 'exists'})"
-
-
-class Claim(BaseModel):
-    """One atomic claim the final answer must make. The judge model reads `claim`; without a judge, the
-    deterministic matcher checks `numbers`, `contains` and `regex` (default: the numbers and "quoted" text
-    found in the claim)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    claim: str
-    numbers: list[float] | None = Field(None, description="Numbers the answer must state")
-    contains: list[str] | None = Field(None, description="Text the answer must contain (case-insensitive)")
-    regex: str | None = Field(None, description="A regular expression the answer must match (case-insensitive)")
-    tolerance: float | None = Field(None, ge=0, description="Absolute tolerance for numbers; default: half a "
-                                    "unit of the claim's last decimal place")
-
-
-class GradeSpec(BaseModel):
-    """The `grade:` section of a task file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    groundtruth: Path | None = Field(None, description="Folder of expected artifacts (Toolathlon's "
-                                     "groundtruth_workspace); relative to the task file")
-    script: Path | None = Field(None, description="A checker run with the Toolathlon contract: "
-                                "--agent_workspace --groundtruth_workspace --res_log_file --launch_time")
-    commands: list[CommandCheck] = Field(default_factory=list, description="Shell commands; exit 0 = pass")
-    files: list[FileCheck] = Field(default_factory=list)
-    claims: list[Claim] = Field(default_factory=list, description="Claims the final answer must make")
-    pass_coverage: float = Field(0.75, ge=0, le=1, description="Claims: pass when the mean claim score reaches it")
-    judge: Literal["auto", "model", "match"] = Field(
-        "auto", description="Claims: model (an LLM judge), match (deterministic), auto (model when one is configured)")
-    judge_model: str | dict[str, Any] | None = Field(None, description="Model string or mapping of the judge")
-    timeout_s: float = Field(300.0, gt=0, description="Seconds per command or script")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthands(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "command" in data:  # one command
-                data["commands"] = [data.pop("command"), *data.get("commands", [])]
-            data["commands"] = [{"run": c} if isinstance(c, str) else c for c in data.get("commands") or []]
-            data["claims"] = [{"claim": c} if isinstance(c, str) else c for c in data.get("claims") or []]
-        return data
-
-    @property
-    def empty(self) -> bool:
-        return not (self.script or self.commands or self.files or self.claims)
-
-    def resolved(self, base: Path) -> GradeSpec:
-        """Paths made absolute: groundtruth and script against `base` (the task folder), expected files
-        against the ground truth (or `base` when there is none)."""
-
-        def absolute(value: Path | str | None, against: Path) -> Any:
-            if value is None:
-                return None
-            path = Path(value)
-            return path if path.is_absolute() else against / path
-
-        groundtruth = absolute(self.groundtruth, base)
-        expected = groundtruth or base
-        files = [check.model_copy(update={name: str(absolute(getattr(check, name), expected))
-                                          for name in ("equals", "json_file", "csv_file", "tree")
-                                          if getattr(check, name) is not None}) for check in self.files]
-        return self.model_copy(update={"groundtruth": groundtruth, "script": absolute(self.script, base),
-                                       "files": files})
 
 
 # --- results ----------------------------------------------------------------------------------------
@@ -183,7 +74,7 @@ class GradeContext:
 
     workspace: Path
     result: RunResult
-    sandbox: Any | None = None  # runtime.sandbox.Sandbox; None: commands run on the host in the workspace
+    sandbox: Any | None = None  # agent.runtime.sandbox.Sandbox; None: commands run on the host in the workspace
     launch_time: str = ""
     judge: ClaimJudge | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -285,10 +176,6 @@ async def _run(context: GradeContext, command: str | list[str], env: dict[str, s
 
 async def _host_exec(command: str | list[str], cwd: Path, env: dict[str, str],
                      timeout: float) -> tuple[int | None, str, str, bool]:
-    import os
-
-    import anyio
-
     full_env = {**os.environ, **env}
     argv = command if isinstance(command, list) else ["sh", "-c", command]
     with anyio.move_on_after(timeout) as scope:
@@ -635,8 +522,6 @@ class ModelJudge:
     """An LLM judge: one non-think call per claim at temperature 0, through our ChatModel (any profile)."""
 
     def __init__(self, model: Any):
-        from .models.config import parse_model
-
         config = parse_model(model, where="judge model")
         updates: dict[str, Any] = {}
         if config.temperature is None:
@@ -646,8 +531,6 @@ class ModelJudge:
         self._model: Any = None
 
     async def __aenter__(self) -> ModelJudge:
-        from .models.client import ChatModel
-
         self._model = ChatModel(self.config)
         await self._model.resolve_model()
         return self
@@ -658,9 +541,6 @@ class ModelJudge:
             await model.aclose()
 
     async def judge(self, answer: str, claim: Claim) -> Verdict:
-        from .models.client import dumps
-        from .think import ThinkMode
-
         if self._model is None:
             raise RuntimeError("ModelJudge is used outside `async with`")
         prompt = judge_prompt(answer, claim.claim)
