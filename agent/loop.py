@@ -33,7 +33,7 @@ from .events import (
     ToolsChanged,
 )
 from .limits import Limits
-from .models.client import AssistantTurn, ChatModel, DeltaFn, ToolCall, dumps
+from .models.base import AssistantTurn, DeltaFn, ModelClient, ToolCall, dumps
 from .think import RunState, ThinkMode, ThinkPolicy, ToolOutcomeSummary, call_key
 from .usage import ModeStats, Usage
 
@@ -62,7 +62,7 @@ class AgentLoop:
     def __init__(
         self,
         *,
-        model: ChatModel,
+        model: ModelClient,
         hub: ToolHub,
         conversation: Conversation,
         policy: ThinkPolicy,

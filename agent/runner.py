@@ -27,6 +27,7 @@ from .errors import AgentError
 from .events import ErrorEvent, Event, RunFinished, RunStarted, ServerNotice
 from .limits import Limits
 from .loop import AgentLoop, Stop
+from .models.base import ModelClient
 from .models.client import ChatModel
 from .models.config import ModelConfig, parse_model
 from .result import RunResult
@@ -55,7 +56,7 @@ class Agent:
 
     def __init__(
         self,
-        model: str | ModelConfig | Mapping[str, Any] = DEFAULT_MODEL,
+        model: str | ModelConfig | Mapping[str, Any] | ModelClient = DEFAULT_MODEL,
         servers: Mapping[str, ServerSpec | Mapping[str, Any]] | None = None,
         *,
         think: ThinkPolicy | ThinkMode | str | Mapping[str, Any] | Callable[..., Any] | None = None,
@@ -69,7 +70,13 @@ class Agent:
         context: ContextConfig | Mapping[str, Any] | None = None,
         workspace: str | Path | None = None,
     ):
-        self.model_config = parse_model(dict(model) if isinstance(model, Mapping) else model)
+        self._model_instance: ModelClient | None = None
+        self.model_config: ModelConfig | None = None
+        """The parsed model string or mapping; None when a `ModelClient` instance was given."""
+        if isinstance(model, ModelClient):
+            self._model_instance = model
+        else:
+            self.model_config = parse_model(dict(model) if isinstance(model, Mapping) else model)
         self.servers = {n: _with_interpreter(s) for n, s in parse_servers(servers or {}, where="servers").items()}
         self.policy = think_policy(think)
         self.limits = limits if isinstance(limits, Limits) else Limits.model_validate(dict(limits or {}))
@@ -93,7 +100,7 @@ class Agent:
         self.name = name
         self._http_client = http_client
         self._stack: AsyncExitStack | None = None
-        self._model: ChatModel | None = None
+        self._model: ModelClient | None = None
         self._hub: ToolHub | None = None
 
     @classmethod
@@ -112,8 +119,13 @@ class Agent:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self._model = await stack.enter_async_context(ChatModel(self.model_config, http_client=self._http_client))
-            await self._model.resolve_model()
+            if self._model_instance is not None:
+                client: ModelClient = self._model_instance
+            else:
+                assert self.model_config is not None
+                client = ChatModel(self.model_config, http_client=self._http_client)
+            self._model = model = await stack.enter_async_context(client)
+            await model.resolve_model()
             self._hub = await stack.enter_async_context(
                 ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
                         on_notice=self._on_notice)
@@ -209,7 +221,7 @@ class Agent:
         with_tools = bool(hub.openai_tools)
         conversation = Conversation(lambda m: model.render(m, with_tools=with_tools))
         repo_text, tracker = await anyio.to_thread.run_sync(
-            lambda: snapshot(self.context, base_url=model.config.resolved_base_url(), model=model.model))
+            lambda: snapshot(self.context, base_url=model.base_url, model=model.model))
         keeper = ContextKeeper(self.context, OutputStore(self._outputs_folder(run_id)), tracker=tracker)
         if history:
             for message in history:

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 # Loaded on first use so that parsing a model string does not import the openai package.
 _EXPORTS = {
-    "AssistantTurn": ".client", "ChatModel": ".client", "ToolCall": ".client",
+    "AssistantTurn": ".base", "ModelClient": ".base", "ToolCall": ".base", "ChatModel": ".client",
     "MODEL_SYNTAX": ".config", "ModelConfig": ".config", "parse_model": ".config",
     "PROFILES": ".profiles", "Price": ".profiles", "Profile": ".profiles",
 }
@@ -21,7 +21,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .client import AssistantTurn, ChatModel, ToolCall
+    from .base import AssistantTurn, ModelClient, ToolCall
+    from .client import ChatModel
     from .config import MODEL_SYNTAX, ModelConfig, parse_model
     from .profiles import PROFILES, Price, Profile
 
@@ -30,6 +31,7 @@ __all__ = [
     "PROFILES",
     "AssistantTurn",
     "ChatModel",
+    "ModelClient",
     "ModelConfig",
     "Price",
     "Profile",

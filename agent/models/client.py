@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -31,48 +30,11 @@ from ..errors import (
 )
 from ..think import ThinkMode
 from ..usage import Usage
+from .base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps
 from .config import ModelConfig
 from .profiles import PROFILES, Price, Profile, deepseek_peak
 
-DeltaFn = Callable[[str, str], None]
-RetryFn = Callable[[int, str, float], Awaitable[None]]
-
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass
-class AssistantTurn:
-    """One assistant turn as the endpoint returned it."""
-
-    content: str
-    reasoning: str
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    model: str = ""
-    duration_s: float = 0.0
-
-    def message(self) -> dict[str, Any]:
-        """The canonical history entry (profile-neutral; `reasoning` is rendered per profile)."""
-        msg: dict[str, Any] = {"role": "assistant", "content": self.content or (None if self.tool_calls else "")}
-        if self.tool_calls:
-            msg["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in self.tool_calls
-            ]
-        msg["reasoning"] = self.reasoning
-        return msg
 
 
 class StreamCut(Exception):
@@ -114,6 +76,11 @@ class ChatModel:
     def label(self) -> str:
         """The model string of this endpoint, with the model name the server resolved."""
         return self.config.model_copy(update={"model": self.model}).label()
+
+    @property
+    def base_url(self) -> str | None:
+        """The endpoint's base URL (a vLLM server's also answers /tokenize)."""
+        return self.config.resolved_base_url()
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -1,0 +1,48 @@
+"""How a suite's jobs get run: the `Executor` protocol and `LocalExecutor`, anyio workers in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import anyio
+
+from ..errors import ConfigError
+from .jobs import RunJob, RunRecord
+
+Work = Callable[[RunJob], Awaitable[RunRecord]]
+Done = Callable[[RunRecord], Awaitable[None]]
+
+
+class Executor(Protocol):
+    """Runs jobs and reports each record as soon as it exists. The local one uses anyio workers; a
+    distributed one (Ray, Dask, a queue) would ship `(job, settings)` to remote workers that call
+    `run_job_sync` and call `done` on the driver as results come back."""
+
+    async def map(self, jobs: Sequence[RunJob], work: Work, done: Done) -> None: ...
+
+
+class LocalExecutor:
+    """N anyio workers in this process; each run has its own workspace, sandbox and server processes."""
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ConfigError(f"-j: expected at least 1 worker, got {workers}")
+        self.workers = workers
+
+    async def map(self, jobs: Sequence[RunJob], work: Work, done: Done) -> None:
+        send, receive = anyio.create_memory_object_stream[RunJob](len(jobs) or 1)
+        for job in jobs:
+            send.send_nowait(job)
+        send.close()
+
+        async def worker(queue: Any) -> None:
+            async with queue:
+                async for job in queue:
+                    await done(await work(job))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(min(self.workers, len(jobs))):
+                group.start_soon(worker, receive.clone())
+        receive.close()
+
