@@ -5,22 +5,76 @@ from agent import Agent
 async with Agent("deepseek:deepseek-v4-pro", servers={...}) as agent:
     result = await agent.run("...")
 ```
+Every public name is importable from here (see `__all__`); `agent.eval` is the benchmark harness.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Exports load on first use: `import agent.errors` (done by tools/) must not pull in the whole SDK,
+# Exports load on first use: `import agent.errors` (done by agent.tools) must not pull in the whole SDK,
 # and `agent --help` should not pay for importing openai and mcp.
 _EXPORTS = {
-    "AgentError": ".errors", "BadRequestError": ".errors", "ConfigError": ".errors", "ContextOverflowError": ".errors",
-    "InsufficientBalanceError": ".errors", "ModelAPIError": ".errors", "ModelAuthError": ".errors",
-    "ModelError": ".errors", "ModelUnavailableError": ".errors", "ToolServerError": ".errors",
-    "Limits": ".limits", "ChatModel": ".models", "ModelConfig": ".models", "Price": ".models",
-    "parse_model": ".models", "RunResult": ".result", "DEFAULT_SYSTEM_PROMPT": ".runner", "Agent": ".runner", "EventStream": ".runner",
-    "TaskSpec": ".task", "load_task": ".task", "FixedThink": ".think", "RunState": ".think",
-    "ThinkChoice": ".think", "ThinkMode": ".think", "ThinkPolicy": ".think", "read_trace": ".trace",
-    "result_from_trace": ".trace", "Usage": ".usage",
+    "AgentError": ".errors",
+    "BadRequestError": ".errors",
+    "ConfigError": ".errors",
+    "ContextOverflowError": ".errors",
+    "InsufficientBalanceError": ".errors",
+    "ModelAPIError": ".errors",
+    "ModelAuthError": ".errors",
+    "ModelError": ".errors",
+    "ModelUnavailableError": ".errors",
+    "ToolServerError": ".errors",
+    "Event": ".events",
+    "RunStarted": ".events",
+    "ThinkChosen": ".events",
+    "ModelRequest": ".events",
+    "ModelDelta": ".events",
+    "ModelRetry": ".events",
+    "ToolCallInfo": ".events",
+    "ModelResponse": ".events",
+    "ToolCallStarted": ".events",
+    "ToolResult": ".events",
+    "ToolsChanged": ".events",
+    "ContextCompacted": ".events",
+    "ErrorEvent": ".events",
+    "RunFinished": ".events",
+    "ServerNotice": ".events",
+    "Graded": ".events",
+    "Hooks": ".hooks",
+    "ModelRequestInfo": ".hooks",
+    "RequestChange": ".hooks",
+    "StepRecord": ".hooks",
+    "StopRun": ".hooks",
+    "ToolCallRequest": ".hooks",
+    "ToolDecision": ".hooks",
+    "Limits": ".limits",
+    "ChatModel": ".models",
+    "ModelClient": ".models",
+    "ModelConfig": ".models",
+    "Price": ".models",
+    "parse_model": ".models",
+    "RunError": ".result",
+    "RunResult": ".result",
+    "StopReason": ".result",
+    "AgentRun": ".run",
+    "RunContext": ".run",
+    "DEFAULT_SYSTEM_PROMPT": ".runner",
+    "Agent": ".runner",
+    "EventStream": ".stream",
+    "TaskSpec": ".task",
+    "load_task": ".task",
+    "FixedThink": ".think",
+    "RunState": ".think",
+    "ThinkChoice": ".think",
+    "ThinkMode": ".think",
+    "ThinkPolicy": ".think",
+    "LocalTool": ".tools.local",
+    "SourceTool": ".tools.source",
+    "ToolSource": ".tools.source",
+    "ToolOutcome": ".tools.results",
+    "read_trace": ".trace",
+    "result_from_trace": ".trace",
+    "Usage": ".usage",
 }
 
 
@@ -46,40 +100,104 @@ if TYPE_CHECKING:
         ModelUnavailableError,
         ToolServerError,
     )
+    from .events import (
+        ContextCompacted,
+        ErrorEvent,
+        Event,
+        Graded,
+        ModelDelta,
+        ModelRequest,
+        ModelResponse,
+        ModelRetry,
+        RunFinished,
+        RunStarted,
+        ServerNotice,
+        ThinkChosen,
+        ToolCallInfo,
+        ToolCallStarted,
+        ToolResult,
+        ToolsChanged,
+    )
+    from .hooks import (
+        Hooks,
+        ModelRequestInfo,
+        RequestChange,
+        StepRecord,
+        StopRun,
+        ToolCallRequest,
+        ToolDecision,
+    )
     from .limits import Limits
-    from .models import ChatModel, ModelConfig, Price, parse_model
-    from .result import RunResult
-    from .runner import DEFAULT_SYSTEM_PROMPT, Agent, EventStream
+    from .models import ChatModel, ModelClient, ModelConfig, Price, parse_model
+    from .result import RunError, RunResult, StopReason
+    from .run import AgentRun, RunContext
+    from .runner import DEFAULT_SYSTEM_PROMPT, Agent
+    from .stream import EventStream
     from .task import TaskSpec, load_task
     from .think import FixedThink, RunState, ThinkChoice, ThinkMode, ThinkPolicy
+    from .tools.local import LocalTool
+    from .tools.results import ToolOutcome
+    from .tools.source import SourceTool, ToolSource
     from .trace import read_trace, result_from_trace
     from .usage import Usage
 
 __all__ = [
-    "DEFAULT_SYSTEM_PROMPT",
     "Agent",
     "AgentError",
+    "AgentRun",
     "BadRequestError",
     "ChatModel",
     "ConfigError",
+    "ContextCompacted",
     "ContextOverflowError",
+    "DEFAULT_SYSTEM_PROMPT",
+    "ErrorEvent",
+    "Event",
     "EventStream",
     "FixedThink",
+    "Graded",
+    "Hooks",
     "InsufficientBalanceError",
     "Limits",
+    "LocalTool",
     "ModelAPIError",
     "ModelAuthError",
+    "ModelClient",
     "ModelConfig",
+    "ModelDelta",
     "ModelError",
+    "ModelRequest",
+    "ModelRequestInfo",
+    "ModelResponse",
+    "ModelRetry",
     "ModelUnavailableError",
     "Price",
+    "RequestChange",
+    "RunContext",
+    "RunError",
+    "RunFinished",
     "RunResult",
+    "RunStarted",
     "RunState",
+    "ServerNotice",
+    "SourceTool",
+    "StepRecord",
+    "StopReason",
+    "StopRun",
     "TaskSpec",
     "ThinkChoice",
+    "ThinkChosen",
     "ThinkMode",
     "ThinkPolicy",
+    "ToolCallInfo",
+    "ToolCallRequest",
+    "ToolCallStarted",
+    "ToolDecision",
+    "ToolOutcome",
+    "ToolResult",
     "ToolServerError",
+    "ToolSource",
+    "ToolsChanged",
     "Usage",
     "load_task",
     "parse_model",

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from .result import RunError, StopReason
 from .usage import ModeStats, Usage
 
 
@@ -133,13 +134,14 @@ class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     run_id: str
     answer: str | None
-    stop_reason: str
+    stop_reason: StopReason
     steps: int
     tool_calls: int
     usage: Usage
     cost: float
     duration_s: float
     error: str | None = None
+    error_info: RunError | None = None
     think: dict[str, ModeStats] = {}
 
 

@@ -1,21 +1,22 @@
 """The agent loop: each step chooses a think mode, streams one assistant turn and runs its tool calls.
 
-The loop owns only the step logic; the model client, the tool hub, the conversation and the event sink
-are passed in. It stops on an answer, a claim_done call, or a limit (named by `Stop`).
+The loop owns only the step logic; the model client, the tool hub, the conversation, the hooks and the event
+sink are passed in. A step ends the run by raising `Stop` (an answer, a claim_done call, a limit).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from agent.tools.hub import ToolHub
 from agent.tools.local import CLAIM_DONE
-from agent.tools.results import ToolOutcome
+from agent.tools.results import ToolOutcome, error_outcome
 
 from .context import SUMMARY_SYSTEM, ContextKeeper, Conversation, is_context_error, transcript
 from .errors import BadRequestError
@@ -32,21 +33,28 @@ from .events import (
     ToolResult,
     ToolsChanged,
 )
+from .hooks import Hooks, ModelRequestInfo, StepRecord, StopRun, ToolCallRequest
 from .limits import Limits
 from .models.base import AssistantTurn, DeltaFn, ModelClient, ToolCall, dumps
+from .result import StopReason
 from .think import RunState, ThinkMode, ThinkPolicy, ToolOutcomeSummary, call_key
 from .usage import ModeStats, Usage
 
+if TYPE_CHECKING:
+    from .run import RunContext
+
 Emit = Callable[[Event], None]
+T = TypeVar("T")
 
 
 class Stop(Exception):
-    """Ends the run with a stop reason (and the answer, when there is one)."""
+    """Ends the run with a stop reason (and the answer, when there is one; a hook's reason for `stopped`)."""
 
-    def __init__(self, reason: str, answer: str | None = None):
+    def __init__(self, reason: StopReason, answer: str | None = None, detail: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.answer = answer
+        self.detail = detail
 
 
 @dataclass
@@ -69,7 +77,11 @@ class AgentLoop:
         limits: Limits,
         emit: Emit,
         context: ContextKeeper,
+        hooks: Sequence[Hooks] = (),
+        run_context: RunContext | None = None,
     ):
+        self.hooks = list(hooks)
+        self.ctx = run_context
         self.model = model
         self.context = context
         self.hub = hub
@@ -84,24 +96,13 @@ class AgentLoop:
         self._state = RunState(step=0, max_steps=limits.max_steps, new_user_message=True,
                                max_invalidates_cache=model.profile.max_invalidates_cache)
 
-    async def run(self) -> Stop:
-        """Run steps until a stop; the wall-time limit also interrupts a model call or tool call."""
-        deadline = self.limits.wall_time_s
-        with anyio.move_on_after(deadline if deadline is not None else float("inf")) as scope:
-            try:
-                while True:
-                    await self.step()
-            except Stop as stop:
-                return stop
-        assert scope.cancelled_caught
-        return Stop("wall_time")
-
-    async def step(self) -> None:
+    async def step(self) -> StepRecord:
+        """One step; raises `Stop` when the run ends (before the step for limits, after it otherwise)."""
         limits, totals = self.limits, self.totals
         if totals.steps >= limits.max_steps:
-            raise Stop("max_steps")
+            raise Stop(StopReason.max_steps)
         if limits.max_total_tokens is not None and totals.usage.total_tokens >= limits.max_total_tokens:
-            raise Stop("token_budget")
+            raise Stop(StopReason.token_budget)
         totals.steps += 1
         step = totals.steps
         if self.hub.tools_changed and await self.hub.refresh():
@@ -110,37 +111,104 @@ class AgentLoop:
             self.context.set_tools(self._tools_json)
             self.emit(ToolsChanged(step=step, version=self.hub.tools_version, tools=[t.name for t in self.hub.tools]))
         self._state.step = step
+        if self.ctx is not None:
+            self.ctx.step = step
         choice = self.policy.choose(self._state)
-        self.emit(ThinkChosen(step=step, mode=choice.mode.value, reason=choice.reason))
+        mode = choice.mode
+        if self.hooks:
+            mode = await self._before_request(step, mode)
+        self.emit(ThinkChosen(step=step, mode=mode.value, reason=choice.reason if mode == choice.mode
+                              else f"{choice.reason}; changed to {mode.value} by a hook"))
 
         if reason := self.context.compaction_due(self.conversation):
             await self._compact(step, reason)
         self.context.check_fits(self.conversation)  # a prompt that cannot fit is refused, not sent
         try:
-            turn = await self._request(step, choice.mode)
+            turn = await self._request(step, mode)
         except BadRequestError as exc:
             # The endpoint says the prompt does not fit: compact once and retry instead of failing the run.
             if not is_context_error(str(exc)) or not await self._compact(step, "the endpoint refused the "
                                                                                 "prompt as too long"):
                 raise
-            turn = await self._request(step, choice.mode)
-        cost = self._account(turn, choice.mode)
+            turn = await self._request(step, mode)
+        cost = self._account(turn, mode)
         self.emit(_response_event(step, turn, cost))
         self.conversation.append(turn.message())
-        self._state.previous_mode = choice.mode
+        self._state.previous_mode = mode
         self._state.new_user_message = False
         self._state.reasoning_tokens_used = totals.usage.reasoning_tokens
 
+        record = StepRecord(step, mode, choice.reason, turn, cost, turn.tool_calls)
         if not turn.tool_calls:
-            raise Stop("answer", turn.content)
+            await self._after_step(record)
+            raise Stop(StopReason.answer, turn.content)
         if totals.tool_calls + len(turn.tool_calls) > limits.max_tool_calls:
-            raise Stop("max_tool_calls", turn.content or None)
+            raise Stop(StopReason.max_tool_calls, turn.content or None)
         totals.tool_calls += len(turn.tool_calls)
         outcomes = await self._run_tools(step, turn.tool_calls)
         self._observe(turn.tool_calls, outcomes)
+        record = replace(record, outcomes=outcomes)
+        await self._after_step(record)
         for call, outcome in zip(turn.tool_calls, outcomes, strict=True):
             if call.name == CLAIM_DONE and not outcome.is_error:
-                raise Stop("claim_done", _claim_summary(call) or turn.content or None)
+                raise Stop(StopReason.claim_done, _claim_summary(call) or turn.content or None)
+        return record
+
+    # -- hooks -------------------------------------------------------------------------------------
+
+    async def _before_request(self, step: int, mode: ThinkMode) -> ThinkMode:
+        assert self.ctx is not None
+        for hook in self.hooks:
+            info = ModelRequestInfo(step=step, mode=mode, messages=len(self.conversation),
+                                    tools=[t.name for t in self.hub.tools])
+            change = await self._hooked(hook.before_model_request(self.ctx, info))
+            if change is None:
+                continue
+            for message in change.append:
+                self.conversation.append(dict(message))
+            mode = change.mode or mode
+        return mode
+
+    async def _after_step(self, record: StepRecord) -> None:
+        for hook in self.hooks:
+            assert self.ctx is not None
+            await self._hooked(hook.after_step(self.ctx, record))
+
+    @staticmethod
+    async def _hooked(result: Awaitable[T]) -> T:
+        """A hook's result; its StopRun ends the run with stop reason `stopped`."""
+        try:
+            return await result
+        except StopRun as stop:
+            raise Stop(StopReason.stopped, detail=stop.reason) from None
+
+    async def _call_tool(self, step: int, call: ToolCall) -> ToolOutcome:
+        """Run one call through the hooks: before (allow / deny / rewrite), the call, after (rewrite)."""
+        if not self.hooks:
+            return await self.hub.call(call.name, call.arguments)
+        assert self.ctx is not None
+        arguments: dict[str, Any] | str | None = call.arguments
+        try:
+            parsed = json.loads(call.arguments) if call.arguments else {}
+            arguments = parsed if isinstance(parsed, dict) else call.arguments
+        except ValueError:
+            pass
+        request = ToolCallRequest(step=step, call_id=call.id, tool=call.name, arguments=arguments,
+                                  info=self.hub.info(call.name))
+        outcome: ToolOutcome | None = None
+        for hook in self.hooks:
+            decision = await self._hooked(hook.before_tool_call(self.ctx, request))
+            if decision is None or decision.action == "allow":
+                continue
+            if decision.action == "deny":
+                outcome = error_outcome(f"The call to {call.name} was refused: {decision.reason}")
+                break
+            request = replace(request, arguments=decision.arguments)
+        if outcome is None:
+            outcome = await self.hub.call(call.name, request.arguments)
+        for hook in self.hooks:
+            outcome = await self._hooked(hook.after_tool_call(self.ctx, request, outcome)) or outcome
+        return outcome
 
     async def _request(self, step: int, mode: ThinkMode) -> AssistantTurn:
         body = self.model.request_body(self.conversation.wire, tools_json=self._tools_json, mode=mode)
@@ -214,7 +282,7 @@ class AgentLoop:
         async def run_one(index: int, call: ToolCall) -> None:
             self.emit(ToolCallStarted(step=step, call_id=call.id, tool=call.name, arguments=call.arguments))
             started = time.perf_counter()
-            outcome = await self.hub.call(call.name, call.arguments)
+            outcome = await self._call_tool(step, call)
             text, saved = self.context.observation(outcome.text)
             outcomes[index] = outcome = replace(outcome, text=text)
             self.emit(ToolResult(step=step, call_id=call.id, tool=call.name, is_error=outcome.is_error,

@@ -1,39 +1,31 @@
-"""The SDK entry point: `Agent` wires a model, MCP servers, a think policy and limits into runs."""
+"""The SDK entry point: `Agent` wires a model, MCP servers, a think policy, hooks and limits into runs."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import math
 import sys
 import tempfile
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
-
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from agent.tools.config import ServerSpec, parse_servers
 from agent.tools.hub import ToolHub
 from agent.tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
 
-from .context import ContextConfig, ContextKeeper, Conversation, OutputStore, snapshot
+from .context import ContextConfig
 from .errors import AgentError
-from .events import ErrorEvent, Event, RunFinished, RunStarted, ServerNotice
+from .hooks import Hooks
 from .limits import Limits
-from .loop import AgentLoop, Stop
 from .models.base import ModelClient
 from .models.client import ChatModel
 from .models.config import ModelConfig, parse_model
 from .result import RunResult
+from .run import CURRENT_RUN, AgentRun, EventSink
+from .stream import EventStream
 from .task import DEFAULT_MODEL, TaskSpec
-from .think import ThinkMode, ThinkPolicy, policy_label, think_policy
-from .trace import TraceWriter
+from .think import ThinkMode, ThinkPolicy, think_policy
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an autonomous agent. Work step by step: use the tools to inspect and change things rather "
@@ -41,17 +33,15 @@ DEFAULT_SYSTEM_PROMPT = (
     "When you are finished, reply with the final answer and no tool calls."
 )
 
-EventSink = Callable[[Event], None]
-
 
 class Agent:
-    """An agent: a model endpoint plus MCP servers, reusable across runs.
+    """An agent: a model endpoint plus MCP servers, reusable across runs, several at once.
 
     ```python
     async with Agent("deepseek:deepseek-v4-pro", servers={"fs": {"command": "npx", "args": [...]}}) as agent:
         result = await agent.run("List the files")
     ```
-    Used without `async with`, each `run` connects the servers and closes them again.
+    Used without `async with`, each run connects the servers and closes them again.
     """
 
     def __init__(
@@ -64,6 +54,7 @@ class Agent:
         system: str | None = None,
         claim_done: bool = False,
         local_tools: Sequence[LocalTool] = (),
+        hooks: Sequence[Hooks] = (),
         trace_dir: str | Path | None = "runs",
         name: str | None = None,
         http_client: Any | None = None,
@@ -84,18 +75,17 @@ class Agent:
         self.context = context if isinstance(context, ContextConfig) else ContextConfig.model_validate(dict(context or {}))
         self.workspace = Path(workspace) if workspace is not None else None
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
+        self.hooks = list(hooks)
         self._outputs_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._keeper: ContextKeeper | None = None
         self._notices_seen = 0
-        """Server notices already written to an earlier run's trace."""
-        self._notice_sink: Callable[[str, str], None] | None = None
-        """Where the running run takes server notices; between runs they wait in the hub."""
-        self._conversation: Conversation | None = None
+        """Server notices already written to a run's trace."""
+        self._notice_runs: list[AgentRun] = []
+        """Runs in progress: each gets the server notices that arrive while it runs."""
         self.local_tools = [
             *local_tools,
             *([claim_done_tool()] if claim_done else []),
-            *output_tools(lambda output_id: self._keeper.outputs.path(output_id) if self._keeper else None),
-            context_status_tool(self._context_status),
+            *output_tools(_output_path),
+            context_status_tool(_context_status),
         ]
         self.name = name
         self._http_client = http_client
@@ -146,11 +136,20 @@ class Agent:
             self._outputs_dir.cleanup()
             self._outputs_dir = None
 
-    def _on_notice(self, server: str, message: str) -> None:
-        if self._notice_sink is not None:
-            self._notice_sink(server, message)
+    def connected(self) -> tuple[ModelClient, ToolHub]:
+        """The model client and tool hub of an entered Agent."""
+        if self._model is None or self._hub is None:
+            raise AgentError("the Agent is not connected: use `async with agent:` (or agent.run / agent.iter)")
+        return self._model, self._hub
 
-    def _outputs_folder(self, run_id: str) -> Path:
+    @property
+    def tools(self) -> list[str]:
+        """Names of the tools offered to the model (inside `async with`)."""
+        return [t.name for t in self._hub.tools] if self._hub else []
+
+    # -- what runs share -------------------------------------------------------------------
+
+    def outputs_folder(self, run_id: str) -> Path:
         """Where cut tool outputs are saved: the workspace when there is one, else beside the traces."""
         if self.workspace is not None:
             return self.workspace / ".agent" / "outputs"
@@ -160,17 +159,53 @@ class Agent:
             self._outputs_dir = tempfile.TemporaryDirectory(prefix="agent-outputs-")
         return Path(self._outputs_dir.name)
 
-    def _context_status(self) -> dict[str, Any]:
-        if self._keeper is None or self._conversation is None:
-            return {"error": "no run in progress"}
-        return self._keeper.status(self._conversation)
+    def default_trace_path(self, run_id: str) -> Path | None:
+        if self.trace_dir is None:
+            return None
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.trace_dir / f"{stamp}-{self.name or 'run'}-{run_id}.jsonl"
 
-    @property
-    def tools(self) -> list[str]:
-        """Names of the tools offered to the model (inside `async with`)."""
-        return [t.name for t in self._hub.tools] if self._hub else []
+    def _on_notice(self, server: str, message: str) -> None:
+        for run in self._notice_runs:
+            run.notice(server, message)
+
+    def take_notices(self, run: AgentRun) -> list[tuple[str, str]]:
+        """Notices from before `run` (start-up, between runs), once; then `run` gets the live ones."""
+        _, hub = self.connected()
+        backlog = hub.notices_since(self._notices_seen)
+        self._notices_seen += len(backlog)
+        self._notice_runs.append(run)
+        return backlog
+
+    def release_notices(self, run: AgentRun) -> None:
+        if run in self._notice_runs:
+            self._notice_runs.remove(run)
+        if self._hub is not None and not self._notice_runs:
+            self._notices_seen = len(self._hub.notices())
 
     # -- runs ----------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def iter(
+        self,
+        prompt: str,
+        *,
+        trace_path: str | Path | None = None,
+        history: Sequence[Mapping[str, Any]] | None = None,
+        on_event: EventSink | None = None,
+    ) -> AsyncIterator[AgentRun]:
+        """Step through a run: `async with agent.iter(prompt) as run: async for step in run: ...`.
+
+        Each step is a `StepRecord` (think mode, assistant turn, tool calls and outcomes); `run.result` is set
+        once the run ended. Leaving the block early ends the run as `cancelled`.
+        """
+        async with AsyncExitStack() as stack:
+            if self._stack is None:
+                await stack.enter_async_context(self)
+            run = AgentRun(self, prompt, trace_path=trace_path,
+                           history=[dict(m) for m in history] if history else None,
+                           sinks=[on_event] if on_event else [])
+            yield await stack.enter_async_context(run)
 
     async def run(
         self,
@@ -183,12 +218,11 @@ class Agent:
         """Run the agent on `prompt` until it answers or a limit stops it.
 
         `history` continues an earlier conversation (`RunResult.messages`). Model and tool failures end
-        the run with `stop_reason="error"` and the message in `error`; bad configuration raises.
+        the run with `stop_reason="error"` and the message in `error` (typed in `error_info`); bad
+        configuration raises.
         """
-        if self._stack is None:
-            async with self:
-                return await self.run(prompt, trace_path=trace_path, history=history, on_event=on_event)
-        return await self._run(prompt, trace_path, history, [on_event] if on_event else [])
+        async with self.iter(prompt, trace_path=trace_path, history=history, on_event=on_event) as run:
+            return await run.run_to_end()
 
     def stream(
         self, prompt: str, *, trace_path: str | Path | None = None, history: Sequence[Mapping[str, Any]] | None = None
@@ -200,224 +234,17 @@ class Agent:
         """
         return EventStream(lambda sink: self.run(prompt, trace_path=trace_path, history=history, on_event=sink))
 
-    async def _run(
-        self, prompt: str, trace_path: str | Path | None, history: Sequence[Mapping[str, Any]] | None,
-        sinks: list[EventSink],
-    ) -> RunResult:
-        assert self._model is not None and self._hub is not None
-        if self._keeper is not None:
-            raise AgentError("this Agent is already running a task; use one Agent per concurrent run")
-        model, hub = self._model, self._hub
-        run_id = uuid.uuid4().hex[:12]
-        path = Path(trace_path) if trace_path else self._default_trace_path(run_id)
-        trace = TraceWriter(path) if path else None
 
-        def emit(event: Event) -> None:
-            if trace:
-                trace.write(event)
-            for sink in sinks:
-                sink(event)
-
-        with_tools = bool(hub.openai_tools)
-        conversation = Conversation(lambda m: model.render(m, with_tools=with_tools))
-        repo_text, tracker = await anyio.to_thread.run_sync(
-            lambda: snapshot(self.context, base_url=model.base_url, model=model.model))
-        keeper = ContextKeeper(self.context, OutputStore(self._outputs_folder(run_id)), tracker=tracker)
-        if history:
-            for message in history:
-                conversation.append(dict(message))
-        else:
-            if self.system:
-                conversation.append({"role": "system", "content": self.system})
-            # The snapshot goes first so runs on the same repository share the prompt prefix.
-            prompt = f"{repo_text}\n\n# Task\n\n{prompt}" if repo_text else prompt
-            keeper.head_messages = len(conversation) + 1
-        conversation.append({"role": "user", "content": prompt})
-        self._keeper, self._conversation = keeper, conversation
-
-        started = time.perf_counter()
-        emit(RunStarted(
-            run_id=run_id, prompt=prompt, model=model.label, profile=model.profile.name,
-            think=policy_label(self.policy), servers=hub.servers, failed_servers=dict(hub.failures),
-            tools=[t.name for t in hub.tools], limits=self.limits.model_dump(), task=self.name,
-        ))
-        # Server notices (e.g. text that is not JSON-RPC on stdout): those from start-up, then live.
-        for source, text in hub.notices_since(self._notices_seen):
-            emit(ServerNotice(server=source, message=text))
-        self._notice_sink = lambda source, text: emit(ServerNotice(server=source, message=text))
-        loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=self.policy, limits=self.limits,
-                         emit=emit, context=keeper)
-        stop, error = Stop("error"), None
-        try:
-            stop = await loop.run()
-        except AgentError as exc:
-            error = str(exc)
-            emit(ErrorEvent(kind=type(exc).__name__, message=error, step=loop.totals.steps))
-        except BaseException:  # cancellation, Ctrl-C: the trace still ends with run_finished
-            self._finish(emit, run_id, loop, Stop("cancelled"), "cancelled", started)
-            if trace:
-                trace.close()
-            raise
-        finally:
-            self._keeper = self._conversation = None
-            self._notice_sink = None
-            self._notices_seen = len(hub.notices())
-        finished = self._finish(emit, run_id, loop, stop, error, started)
-        if trace:
-            trace.close()
-        return RunResult(
-            run_id=run_id, answer=finished.answer, stop_reason=finished.stop_reason, steps=finished.steps,
-            tool_calls=finished.tool_calls, usage=finished.usage, cost=finished.cost,
-            duration_s=finished.duration_s, error=error, think=finished.think, trace_path=path,
-            messages=conversation.messages,
-        )
-
-    @staticmethod
-    def _finish(emit: EventSink, run_id: str, loop: AgentLoop, stop: Stop, error: str | None,
-                started: float) -> RunFinished:
-        totals = loop.totals
-        event = RunFinished(
-            run_id=run_id, answer=stop.answer, stop_reason=stop.reason, steps=totals.steps,
-            tool_calls=totals.tool_calls, usage=totals.usage, cost=round(totals.cost, 8),
-            duration_s=round(time.perf_counter() - started, 3), error=error, think=totals.think,
-        )
-        emit(event)
-        return event
-
-    def _default_trace_path(self, run_id: str) -> Path | None:
-        if self.trace_dir is None:
-            return None
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return self.trace_dir / f"{stamp}-{self.name or 'run'}-{run_id}.jsonl"
+def _output_path(output_id: str) -> Path | None:
+    run = CURRENT_RUN.get()
+    return run.keeper.outputs.path(output_id) if run is not None and run.keeper is not None else None
 
 
-class EventStream:
-    """The events of one run as they happen; `result` is the `RunResult` once the run has finished.
-
-    Best used as `async with agent.stream(prompt) as events: async for event in events: ...`: leaving the
-    block, early or not, cancels a run still going and waits until its servers are closed (the trace ends
-    with `stop_reason: cancelled`). Plain `async for` works too; after breaking out, `await events.aclose()`
-    does the same, and a stream dropped unclosed is cancelled when it is garbage collected. The run's
-    errors are raised where the events end.
-
-    The run goes on in a task of its own, which owns everything the run opens: the stream can then be left
-    from any task, or from none (garbage collection), without exiting a cancel scope in a foreign task.
-    """
-
-    def __init__(self, start: Callable[[EventSink], Awaitable[RunResult]]):
-        self._start = start
-        self._run: _StreamedRun | None = None
-        self._receive: MemoryObjectReceiveStream[Event] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    @property
-    def result(self) -> RunResult | None:
-        return self._run.result if self._run else None
-
-    async def __aenter__(self) -> EventStream:
-        self._begin()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        error = await self._close()
-        if error is not None and exc_type is None:
-            raise error
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._closed:
-            raise StopAsyncIteration
-        self._begin()
-        assert self._receive is not None and self._run is not None
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            self._closed = True
-            self._receive.close()
-            await self._run.done.wait()
-            error = self._run.take_error()
-            if error is not None:
-                raise error from None
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Cancel the run if it is still going and wait until it has closed everything (idempotent)."""
-        error = await self._close()
-        if error is not None:
-            raise error
-
-    def _begin(self) -> None:
-        if self._run is not None:
-            return
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise AgentError("Agent.stream needs the asyncio event loop (anyio's default backend)") from None
-        send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
-        self._run = _StreamedRun()
-        task = self._loop.create_task(self._run.produce(self._start, send), name="agent-stream")
-        _STREAM_TASKS.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(_STREAM_TASKS.discard)
-
-    async def _close(self) -> BaseException | None:
-        """Cancel and wait for the run; its error, unless the run ended because of this cancellation."""
-        self._closed = True
-        run, receive = self._run, self._receive
-        if run is None or receive is None:
-            return None
-        run.scope.cancel()
-        with anyio.CancelScope(shield=True):  # the servers' own shutdown is bounded
-            await run.done.wait()
-        receive.close()
-        return run.take_error()
-
-    def __del__(self) -> None:
-        run, receive, loop = self._run, self._receive, self._loop
-        if run is None or receive is None or loop is None or self._closed:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: its shutdown cancelled the run
-            # Not here: a finalizer may run in the middle of anyio's own bookkeeping.
-            loop.call_soon_threadsafe(_abandon, run, receive)
-
-
-_STREAM_TASKS: set[asyncio.Task[None]] = set()
-
-
-class _StreamedRun:
-    """The task side of an `EventStream`: runs the agent, sends the events, records how it ended."""
-
-    def __init__(self) -> None:
-        self.scope = anyio.CancelScope()
-        self.done = anyio.Event()
-        self.result: RunResult | None = None
-        self._error: BaseException | None = None
-
-    async def produce(self, start: Callable[[EventSink], Awaitable[RunResult]],
-                      send: MemoryObjectSendStream[Event]) -> None:
-        def sink(event: Event) -> None:
-            with contextlib.suppress(anyio.BrokenResourceError):  # nobody listens any more
-                send.send_nowait(event)
-
-        try:
-            with self.scope, send:
-                self.result = await start(sink)
-        except Exception as exc:
-            self._error = exc
-        finally:
-            self.done.set()
-
-    def take_error(self) -> BaseException | None:
-        error, self._error = self._error, None
-        return error
-
-
-def _abandon(run: _StreamedRun, receive: MemoryObjectReceiveStream[Event]) -> None:
-    if not run.done.is_set():
-        run.scope.cancel()
-    receive.close()
+def _context_status() -> dict[str, Any]:
+    run = CURRENT_RUN.get()
+    if run is None or run.keeper is None or run.conversation is None:
+        return {"error": "no run in progress"}
+    return run.keeper.status(run.conversation)
 
 
 def _with_interpreter(spec: ServerSpec) -> ServerSpec:

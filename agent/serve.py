@@ -41,7 +41,7 @@ from .events import (
 )
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
-from .result import RunResult
+from .result import RunResult, StopReason
 from .runner import Agent
 from .task import (
     DEFAULT_MODEL,
@@ -312,7 +312,8 @@ class AgentService:
             return None
         finished = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
         if finished is not None:
-            status, ok = finished.stop_reason, finished.stop_reason in ("answer", "claim_done")
+            status: str = finished.stop_reason.value
+            ok = finished.stop_reason in (StopReason.answer, StopReason.claim_done)
             steps, cost, answer = finished.steps, finished.cost, finished.answer
         else:
             status = "running" if started.run_id in self.running else "incomplete"

@@ -8,7 +8,7 @@ from typing import IO
 
 from .errors import ConfigError
 from .events import EVENT_ADAPTER, Event, ModelDelta, ModelResponse, RunFinished, RunStarted, ToolResult
-from .result import RunResult
+from .result import RunResult, StopReason
 from .usage import Usage
 
 
@@ -65,12 +65,13 @@ def result_from_trace(path: str | Path) -> RunResult:
         return RunResult(
             run_id=finished.run_id, answer=finished.answer, stop_reason=finished.stop_reason,
             steps=finished.steps, tool_calls=finished.tool_calls, usage=finished.usage, cost=finished.cost,
-            duration_s=finished.duration_s, error=finished.error, think=finished.think, trace_path=Path(path),
+            duration_s=finished.duration_s, error=finished.error, error_info=finished.error_info,
+            think=finished.think, trace_path=Path(path),
         )
     responses = [e for e in events if isinstance(e, ModelResponse)]
     usage = sum((r.usage for r in responses), Usage())
     return RunResult(
-        run_id=started.run_id, stop_reason="incomplete", steps=len(responses),
+        run_id=started.run_id, stop_reason=StopReason.incomplete, steps=len(responses),
         tool_calls=sum(isinstance(e, ToolResult) for e in events), usage=usage,
         cost=sum(r.cost for r in responses), duration_s=(events[-1].t - started.t) if events else 0.0,
         trace_path=Path(path),
