@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # Commands with parsers of their own get every argument after their name, options included (argparse's
     # REMAINDER drops a leading `--option`, which made `agent serve --http ...` a usage error).
     if argv[:1] == ["eval"]:
-        from .eval.suite import main as eval_main
+        from .eval.cli import main as eval_main
 
         return eval_main(argv[1:])
     if argv[:1] == ["serve"]:

@@ -4,6 +4,7 @@ HTTP, real workspaces, the real shell server where a task needs one."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -13,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
-from agent.eval import suite as evaluate
+import agent.eval as evaluate
 from agent.eval.report import build_report, mean_std, pass_at_k, pass_hat_k, render_html, render_markdown
 from agent.testing import RecordedRequest, ScriptedModelServer, ScriptedTurn
 
@@ -235,6 +237,36 @@ def test_four_workers_give_the_same_scores_as_one(tmp_path):
         assert r1[key] == r4[key]
     assert r1["pass@1"]["mean"] == pytest.approx(5 / 9)
     assert max_overlap(records(tmp_path / "j1")) == 1 and max_overlap(records(tmp_path / "j4")) > 1
+
+
+class ThreadExecutor:
+    """A stand-in for a distributed executor: each job goes, with the settings, to a worker thread that calls
+    `run_job_sync` in its own event loop (as a remote worker would); `done` runs on the driver."""
+
+    def __init__(self, settings: evaluate.RunSettings):
+        self.settings = settings
+        self.shipped: list[tuple[str, int]] = []
+
+    async def map(self, jobs, work, done) -> None:
+        for job in jobs:
+            self.shipped.append(job.key)
+            await done(await anyio.to_thread.run_sync(evaluate.run_job_sync, job, self.settings))
+
+
+def test_an_executor_of_our_own_runs_the_jobs_through_run_job_sync(tmp_path):
+    suite = write_suite(tmp_path / "remote", {"good": (CLAIM_TASK, ["It is 42."]), "bad": (CLAIM_TASK, ["It is 41."])})
+    found = evaluate.discover([suite])
+    evaluate.attach_scripts(found, "reference")
+    settings = evaluate.RunSettings(out=tmp_path / "out", scripted="reference")
+    executor = ThreadExecutor(settings)
+    result = anyio.run(functools.partial(evaluate.run_suite, found.tasks, settings, executor=executor))
+    assert sorted(executor.shipped) == [("bad", 0), ("good", 0)]
+    assert {r.task: r.passed for r in result.records} == {"good": True, "bad": False}
+    assert len(records(tmp_path / "out")) == 2 and (tmp_path / "out" / "report.json").exists()
+
+
+def test_the_harness_names_are_importable_from_agent_eval():
+    assert evaluate.__all__ and all(hasattr(evaluate, name) for name in evaluate.__all__)
 
 
 def max_overlap(rows: list[dict]) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.eval import suite as evaluate
+import agent.eval as evaluate
 from agent.eval.importers import (
     import_atlas_rows,
     import_toolathlon_task,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.eval import suite as evaluate
+import agent.eval as evaluate
 from agent.task import load_task
 
 SUITE = Path(__file__).resolve().parent.parent / "examples" / "suites" / "offline"

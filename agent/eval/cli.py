@@ -89,7 +89,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
     found = discover(args.paths, ImportOptions(args.servers, args.atlas_data, args.toolathlon_root))
     found.tasks = select(found.tasks, args.filter)
-    found.skipped = [s for s in found.skipped if not args.filter or any(_matches(s.id, p) for p in args.filter)]
+    found.skipped = [s for s in found.skipped if not args.filter or id_matches(s.id, args.filter)]
     if args.scripted:
         attach_scripts(found, args.scripted)
     _print_plan(found, args)

@@ -202,4 +202,3 @@ def attach_scripts(found: Discovery, name: str) -> None:
         task.script = script
         kept.append(task)
     found.tasks = kept
-

@@ -45,4 +45,3 @@ class LocalExecutor:
             for _ in range(min(self.workers, len(jobs))):
                 group.start_soon(worker, receive.clone())
         receive.close()
-

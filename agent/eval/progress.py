@@ -64,4 +64,3 @@ class Progress:
         else:
             self.out.write(self.line() + "\n")
         self.out.flush()
-

@@ -40,4 +40,3 @@ class ResultsLog:
         with self.path.open("rb") as file:
             file.seek(-1, os.SEEK_END)
             return file.read(1) == b"\n"
-

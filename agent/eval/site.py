@@ -45,7 +45,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-
 class SuiteSites:
     """The local sites of the suites being run, one server each, for the whole run."""
 
@@ -64,7 +63,6 @@ class SuiteSites:
     def __exit__(self, *exc: object) -> None:
         for server in self.servers.values():
             server.__exit__(None, None, None)
-
 
 
 def with_site(spec: TaskSpec, url: str) -> TaskSpec:
@@ -95,5 +93,3 @@ def allow_local_site(task: TaskSpec) -> TaskSpec:
             server = server.model_copy(update={"args": [*server.args, "--allow-host", "127.0.0.1"]})
         servers[name] = server
     return task.model_copy(update={"servers": servers})
-
-
