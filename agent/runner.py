@@ -13,6 +13,7 @@ from typing import Any
 from agent.tools.config import ServerSpec, parse_servers
 from agent.tools.hub import ToolHub
 from agent.tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
+from agent.tools.source import ToolSource
 
 from .context import ContextConfig
 from .errors import AgentError
@@ -54,6 +55,7 @@ class Agent:
         system: str | None = None,
         claim_done: bool = False,
         local_tools: Sequence[LocalTool] = (),
+        tool_sources: Sequence[ToolSource] = (),
         hooks: Sequence[Hooks] = (),
         trace_dir: str | Path | None = "runs",
         name: str | None = None,
@@ -76,6 +78,8 @@ class Agent:
         self.workspace = Path(workspace) if workspace is not None else None
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self.hooks = list(hooks)
+        self.tool_sources = list(tool_sources)
+        """Tool providers beside the MCP servers (agent.tools.source.ToolSource), entered with the Agent."""
         self._outputs_dir: tempfile.TemporaryDirectory[str] | None = None
         self._notices_seen = 0
         """Server notices already written to a run's trace."""
@@ -118,7 +122,7 @@ class Agent:
             await model.resolve_model()
             self._hub = await stack.enter_async_context(
                 ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
-                        on_notice=self._on_notice)
+                        on_notice=self._on_notice, sources=self.tool_sources)
             )
         except BaseException:
             await stack.aclose()

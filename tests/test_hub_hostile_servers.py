@@ -11,7 +11,8 @@ from conftest import SERVERS_DIR, free_port, running_server
 
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
 from agent.tools.config import parse_servers
-from agent.tools.hub import GARBAGE_GRACE_S, ToolHub
+from agent.tools.hub import ToolHub
+from agent.tools.supervisor import GARBAGE_GRACE_S
 from tests.test_cli_run import run_cli
 
 NOISY = {"noisy": {"command": sys.executable, "args": [str(SERVERS_DIR / "noisy_server.py")]}}

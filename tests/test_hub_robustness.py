@@ -261,7 +261,7 @@ async def test_a_dropped_listen_stream_on_a_live_connection_is_reopened_not_rest
             yield Stream(lost=False)
 
     hub = make_hub({"x": {"command": PY}})
-    conn = hub._conns["x"]
+    supervisor = hub._supervisors["x"]
     client = LiveClient()
-    await hub._follow(conn, client, Stream(lost=True))
-    assert client.listens == 1 and conn.tools_stale and conn.trouble is None
+    await supervisor._follow(client, Stream(lost=True))
+    assert client.listens == 1 and supervisor.tools_stale and supervisor.trouble is None

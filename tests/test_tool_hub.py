@@ -81,6 +81,14 @@ def test_tool_info_keeps_origin_and_annotations(shared):
     assert hub.info("nope") is None
 
 
+async def test_tool_info_carries_the_open_world_hint(tmp_path):
+    async with make_hub({"files": {"command": PY, "args": ["-m", "agent.servers.files", str(tmp_path)]},
+                         "demo": stdio()}) as hub:
+        assert hub.info("files__read_file").open_world is False
+        assert hub.info("demo__echo").open_world is None  # not said
+        assert hub.info("files__read_file").read_only is True
+
+
 def test_openai_tools_is_the_same_list_object_on_every_access(shared):
     _, hub = shared
     assert hub.openai_tools is hub.openai_tools

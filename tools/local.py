@@ -1,15 +1,18 @@
-"""Framework-side tools that run in this process, offered to the model beside the MCP servers' tools."""
+"""Framework-side tools that run in this process, offered to the model beside the MCP servers' tools, and
+`LocalTools`, the built-in tool source that offers them under their own names."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.errors import ConfigError
 from agent.tools.results import ToolOutcome
+from agent.tools.source import SourceTool
 
 CLAIM_DONE = "claim_done"
 
@@ -23,6 +26,42 @@ class LocalTool:
     input_schema: dict[str, Any]
     handler: Callable[[dict[str, Any]], Awaitable[ToolOutcome]]
     read_only: bool = True
+    destructive: bool | None = None
+    open_world: bool | None = None
+    """Whether the tool reaches outside the run (None: not said); the framework's own tools say False."""
+
+
+class LocalTools:
+    """Local tools as a `ToolSource`: their own names (no prefix), a fixed list, handlers called in this process."""
+
+    prefix: str | None = None
+
+    def __init__(self, tools: Sequence[LocalTool]) -> None:
+        names = [tool.name for tool in tools]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"local tool names must be unique, got {names}")
+        self._handlers = {tool.name: tool.handler for tool in tools}
+        self._tools = [
+            SourceTool(tool.name, tool.description, tool.input_schema, read_only=tool.read_only,
+                       destructive=tool.destructive, open_world=tool.open_world)
+            for tool in tools
+        ]
+
+    async def __aenter__(self) -> LocalTools:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def list_tools(self) -> list[SourceTool]:
+        return self._tools
+
+    @property
+    def tools_changed(self) -> bool:
+        return False
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
+        return await self._handlers[tool](arguments)
 
 
 async def _claim_done(arguments: dict[str, Any]) -> ToolOutcome:
@@ -47,6 +86,7 @@ def claim_done_tool() -> LocalTool:
             },
         },
         handler=_claim_done,
+        open_world=False,
     )
 
 
@@ -117,6 +157,7 @@ def output_tools(resolve: Callable[[str], Path | None]) -> list[LocalTool]:
                 "limit": {"type": "integer", "minimum": 1, "description": f"Characters to show (default {_PAGE})"},
             }},
             handler=read_output,
+            open_world=False,
         ),
         LocalTool(
             name=SEARCH_OUTPUT,
@@ -129,6 +170,7 @@ def output_tools(resolve: Callable[[str], Path | None]) -> list[LocalTool]:
                 "max_matches": {"type": "integer", "minimum": 1, "description": "At most this many matches (default 50)"},
             }},
             handler=search_output,
+            open_world=False,
         ),
     ]
 
@@ -146,4 +188,5 @@ def context_status_tool(status: Callable[[], dict[str, Any]]) -> LocalTool:
                     "compacted, and the compactions so far.",
         input_schema={"type": "object", "properties": {}},
         handler=handler,
+        open_world=False,
     )
