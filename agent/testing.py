@@ -1,6 +1,7 @@
-"""A scripted OpenAI-compatible model server (DeepSeek or vLLM dialect) for tests and demos.
+"""Test doubles for the model side: a scripted OpenAI-compatible HTTP server and in-process fake models.
 
-It answers chat completions from a script of turns and faults, over real HTTP, and records every request.
+`ScriptedModelServer` answers chat completions from a script of turns and faults over real HTTP (uvicorn and
+starlette) in DeepSeek's or vLLM's dialect; `FakeModel` and `FunctionModel` answer the agent loop in-process.
 """
 
 from __future__ import annotations
@@ -9,23 +10,51 @@ import argparse
 import asyncio
 import bisect
 import http
+import inspect
 import itertools
 import json
+import socket
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from .errors import ConfigError
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+from uvicorn import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from .errors import (
+    BadRequestError,
+    ConfigError,
+    InsufficientBalanceError,
+    ModelAPIError,
+    ModelAuthError,
+    ModelError,
+    ModelUnavailableError,
+)
+from .models.base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps
+from .models.profiles import PROFILES, Price, Profile
+from .think import ThinkMode
+from .usage import Usage
 
 __all__ = [
     "Fault",
+    "FakeModel",
+    "FunctionModel",
+    "ModelCall",
+    "ModelFunction",
     "RecordedRequest",
     "Script",
+    "ScriptExhausted",
     "ScriptedModelServer",
     "ScriptedToolCall",
     "ScriptedTurn",
@@ -66,7 +95,7 @@ class ScriptedToolCall:
 
     name: str
     arguments: dict | str = field(default_factory=dict)
-    id: str | None = None  # None: the server numbers it "call_<n>"
+    id: str | None = None  # None: numbered "call_<n>"
 
 
 @dataclass
@@ -88,24 +117,32 @@ class ScriptedTurn:
 
 @dataclass
 class Fault:
-    """An HTTP error in DeepSeek's error shape, or (`cut_stream`) a connection dropped mid-answer.
+    """An HTTP error in DeepSeek's error shape, or a broken connection.
 
-    A cut answers 200, streams the first chunks of the next turn, then drops the TCP connection without
-    `[DONE]`; the Fault entry is consumed but the turn is not, so the retry gets that turn in full.
+    `cut_stream` answers 200, sends the first part of the next turn, then closes the TCP connection without
+    the end of the body (no `[DONE]`); the Fault entry is consumed but the turn is not, so the retry gets
+    that turn in full. `drop` closes the connection (a TCP reset) without answering at all.
     """
 
-    status: int | None = None  # None and no cut: 500
+    status: int | None = None  # None and no cut or drop: 500
     retry_after: float | None = None  # seconds, sent as the Retry-After header
     message: str | None = None  # None: DeepSeek's wording for the status
     cut_stream: bool = False
+    drop: bool = False
+
+    @property
+    def broken(self) -> bool:
+        """The fault breaks the connection instead of answering with an HTTP error."""
+        return self.cut_stream or self.drop
 
 
 @dataclass
 class RecordedRequest:
     """One HTTP request the server received and what it answered.
 
-    `think_mode` is how the server's dialect reads the body ("none", "high" or "max"); `turn_index` is the
-    index of the script entry that answered (for a cut stream, the Fault's), None for errors and non-chat paths.
+    `think_mode` is how the server's dialect reads the body ("none", "high" or "max"); `status` is 0 for a
+    dropped connection; `turn_index` is the index of the script entry that answered (for a broken
+    connection, the Fault's), None for errors and non-chat paths.
     """
 
     path: str
@@ -157,10 +194,12 @@ def _entry_from_dict(entry: Any, where: str, index: int) -> ScriptedTurn | Fault
             raise _fail(where, index, "message", "a string", message)
         if kind in ("cut", "cut_stream"):
             return Fault(cut_stream=True, retry_after=retry_after, message=message)
+        if kind == "drop":
+            return Fault(drop=True, retry_after=retry_after, message=message)
         if isinstance(kind, str) and kind.isdigit():
             kind = int(kind)
         if not isinstance(kind, int) or isinstance(kind, bool) or not 400 <= kind <= 599:
-            raise _fail(where, index, "fault", "an HTTP status 400-599 or 'cut'", kind)
+            raise _fail(where, index, "fault", "an HTTP status 400-599, 'cut' or 'drop'", kind)
         return Fault(status=kind, retry_after=retry_after, message=message)
 
     unknown = set(entry) - _TURN_FIELDS
@@ -216,7 +255,8 @@ def load_script(path: str | Path) -> list[ScriptedTurn | Fault]:
     """Read a script from a YAML or JSON file holding a list of entries.
 
     A turn is `{reasoning, content, tool_calls: [{name, arguments, id}], finish_reason, usage, delay_s}` (or a
-    bare string: the content); a fault is `{fault: 429, retry_after: 1, message: ...}` or `{fault: cut}`.
+    bare string: the content); a fault is `{fault: 429, retry_after: 1, message: ...}`, `{fault: cut}` or
+    `{fault: drop}`.
     Raises ConfigError naming the file, the entry index and the field.
     """
     import yaml
@@ -235,7 +275,7 @@ def load_script(path: str | Path) -> list[ScriptedTurn | Fault]:
     return [_entry_from_dict(entry, str(path), i) for i, entry in enumerate(data)]
 
 
-# --- wire helpers -------------------------------------------------------------------------------------
+# --- what both doubles share: dialects, request checks, usage -----------------------------------------
 
 
 def _dumps(obj: Any) -> str:
@@ -264,38 +304,6 @@ def _common_prefix_len(a: str, b: str) -> int:
     return lo
 
 
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _response(
-    status: int, body: bytes, *, content_type: str = "application/json", extra: dict[str, str] | None = None
-) -> bytes:
-    head = f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-    if extra:
-        head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-    return (head + "\r\n").encode("latin-1") + body
-
-
-def _error_body(status: int, message: str) -> bytes:
-    kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    code = "invalid_request_error" if status in (400, 402, 422) else kind
-    return _dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-_SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
-)
-
-
 def think_mode_of(body: dict, dialect: str) -> str:
     """How a DeepSeek API ("deepseek") or a vLLM server ("vllm") reads the think mode of a request body."""
     if dialect == "deepseek":
@@ -312,10 +320,223 @@ def think_mode_of(body: dict, dialect: str) -> str:
     return "max" if effort == "max" else "high"
 
 
+def _deepseek_refusal(body: dict, mode: str) -> str | None:
+    """DeepSeek's 400 for a request it refuses: earlier reasoning not sent back with tools, or a forced
+    tool_choice while thinking."""
+    if body.get("tools"):
+        for message in body.get("messages", []):
+            if (
+                isinstance(message, dict)
+                and message.get("role") == "assistant"
+                and not isinstance(message.get("reasoning_content"), str)
+            ):
+                return REASONING_REPLAY_MESSAGE
+    choice = body.get("tool_choice")
+    if mode != "none" and choice is not None and choice not in ("auto", "none"):
+        return TOOL_CHOICE_MESSAGE
+    return None
+
+
+def _prompt_tokens(body: dict) -> int:
+    chars = len(json.dumps(body.get("messages", []))) + len(json.dumps(body.get("tools", [])))
+    return max(1, chars // 4)
+
+
+def _completion_tokens(turn: ScriptedTurn, reasoning: str, arguments: list[str]) -> int:
+    return (len(turn.content) + len(reasoning) + sum(map(len, arguments))) // 4 + 1
+
+
+def _arguments(turn: ScriptedTurn) -> list[str]:
+    return [
+        c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments, ensure_ascii=False)
+        for c in turn.tool_calls
+    ]
+
+
+class _PrefixCache:
+    """A prefix cache as DeepSeek's reports it: hits are the longest prefix shared with an earlier request,
+    counted in 64-token units."""
+
+    def __init__(self) -> None:
+        self._prefixes: list[str] = []  # sorted serialized message lists of earlier requests
+
+    def hit_tokens(self, messages: list, prompt_tokens: int) -> int:
+        serialized = json.dumps(messages, separators=(",", ":"))
+        prefixes = self._prefixes
+        # In sorted order the longest common prefix is shared with a neighbour of the insertion point.
+        at = bisect.bisect_left(prefixes, serialized)
+        best = 0
+        if at < len(prefixes):
+            best = _common_prefix_len(serialized, prefixes[at])
+        # An earlier request that is a prefix of this one can never beat it: drop it, so a linear
+        # conversation keeps one string instead of all of them.
+        while at > 0 and serialized.startswith(prefixes[at - 1]):
+            best = max(best, len(prefixes[at - 1]))
+            del prefixes[at - 1]
+            at -= 1
+        if at > 0:
+            best = max(best, _common_prefix_len(serialized, prefixes[at - 1]))
+        if at >= len(prefixes) or prefixes[at] != serialized:
+            prefixes.insert(at, serialized)
+        return min(prompt_tokens, best // 4 // 64 * 64)
+
+
+def _usage_fields(
+    dialect: str, prompt: int, hit: int, completion: int, reasoning: int, override: dict | None
+) -> dict[str, Any]:
+    """The `usage` object of a response in the dialect, with a turn's overrides applied."""
+    deepseek = dialect == "deepseek"
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if deepseek:
+        usage["prompt_cache_hit_tokens"] = hit
+        usage["prompt_cache_miss_tokens"] = prompt - hit
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    usage["prompt_tokens_details"] = {"cached_tokens": hit}
+    if not override:
+        return usage
+    given = dict(override)
+    # flat conveniences for the nested fields
+    if "reasoning_tokens" in given:
+        usage["completion_tokens_details"] = {"reasoning_tokens": given.pop("reasoning_tokens")}
+    if "cached_tokens" in given:
+        cached = given.pop("cached_tokens")
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        if deepseek:
+            given.setdefault("prompt_cache_hit_tokens", cached)
+    usage.update(given)
+    if "total_tokens" not in given:
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if deepseek:
+        if "prompt_cache_hit_tokens" in given and "prompt_tokens_details" not in given:
+            usage["prompt_tokens_details"] = {"cached_tokens": usage["prompt_cache_hit_tokens"]}
+        if "prompt_cache_miss_tokens" not in given:
+            usage["prompt_cache_miss_tokens"] = usage["prompt_tokens"] - usage["prompt_cache_hit_tokens"]
+    return usage
+
+
+class _Cursor:
+    """Walks a list script: each request takes the next entry; a cut also names the turn it streams part of."""
+
+    def __init__(self, script: Sequence[ScriptedTurn | Fault | dict | str], where: str):
+        self.entries = [_entry_from_dict(e, where, i) for i, e in enumerate(script)]
+        self.position = 0
+
+    def next(self) -> tuple[ScriptedTurn | Fault | None, int | None, ScriptedTurn | None]:
+        """(entry, its index, the turn a cut streams part of); entry None when the script is exhausted."""
+        if self.position >= len(self.entries):
+            return None, None, None
+        index = self.position
+        entry = self.entries[index]
+        self.position += 1
+        partial = None
+        if isinstance(entry, Fault) and entry.cut_stream and self.position < len(self.entries):
+            nxt = self.entries[self.position]
+            partial = nxt if isinstance(nxt, ScriptedTurn) else None
+        return entry, index, partial
+
+
+# --- the HTTP server ----------------------------------------------------------------------------------
+
+_TRANSPORT = "agent.testing.transport"  # ASGI scope key: the connection's transport, for faults that break it
+_CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+
+
+def _error_body(status: int, message: str) -> bytes:
+    kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    code = "invalid_request_error" if status in (400, 402, 422) else kind
+    return _dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+class _Connection(H11Protocol):
+    """uvicorn's HTTP/1.1 connection, handing the app its transport so that faults break it for real."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        app = self.app
+
+        async def with_transport(scope: Any, receive: Any, send: Any) -> None:
+            scope[_TRANSPORT] = self.transport
+            await app(scope, receive, send)
+
+        self.app = with_transport
+
+
+async def _break(scope: Scope, receive: Receive, *, reset: bool) -> None:
+    """Close the connection under the response (a TCP reset with `reset`), then wait until uvicorn sees it."""
+    transport: asyncio.Transport = scope[_TRANSPORT]
+    if reset:
+        transport.abort()
+    else:
+        transport.close()  # what was sent still reaches the client, then the connection ends
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _hold(receive: Receive, seconds: float) -> None:
+    """Wait `seconds`, or less when the client goes away or the server stops."""
+    try:
+        async with asyncio.timeout(seconds):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        pass
+
+
+class _Reply(Response):
+    """A 200 answer sent part by part; when streaming, each part (an SSE event) is its own HTTP chunk.
+
+    `cut` sends about half of it, never its end, and closes the connection: a stream dropped mid-answer.
+    """
+
+    def __init__(self, parts: list[bytes], *, stream: bool, cut: bool = False):
+        self.status_code = 200
+        self.background = None
+        self.parts = parts
+        self.stream = stream
+        self.cut = cut
+        if stream:
+            self.media_type = "text/event-stream"
+            self.init_headers({"Cache-Control": "no-cache"})
+        else:
+            self.media_type = "application/json"
+            self.body = b"".join(parts)
+            self.init_headers()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if self.stream:
+            # keep-alive (if any) and about half of the events; never the finish event or [DONE]
+            for part in self.parts[: max(1, len(self.parts) // 2)] if self.cut else self.parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            if not self.cut:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            body = self.body[: len(self.body) - max(1, len(self.body) // 2)] if self.cut else self.body
+            await send({"type": "http.response.body", "body": body, "more_body": self.cut})
+        if self.cut:
+            await _break(scope, receive, reset=False)
+
+
+class _Drop(Response):
+    """No answer at all: the connection is reset."""
+
+    def __init__(self) -> None:
+        self.status_code = 0
+        self.background = None
+        self.raw_headers = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _break(scope, receive, reset=True)
+
+
 class _Answer:
     """What a chat request resolved to; built synchronously so script consumption is atomic."""
 
-    __slots__ = ("status", "message", "index", "turn", "cut", "retry_after", "call_ids")
+    __slots__ = ("status", "message", "index", "turn", "cut", "drop", "retry_after", "call_ids")
 
     def __init__(self, status: int, message: str = "", index: int | None = None):
         self.status = status
@@ -323,11 +544,26 @@ class _Answer:
         self.index = index  # the script entry that answered
         self.turn: ScriptedTurn | None = None
         self.cut = False
+        self.drop = False
         self.retry_after: float | None = None
         self.call_ids: list[str] = []
 
 
-# --- the server ---------------------------------------------------------------------------------------
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, bound here so that start() raises bind errors itself."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class ScriptedModelServer:
@@ -335,6 +571,7 @@ class ScriptedModelServer:
 
     Use it as `with ScriptedModelServer(script) as server:` (or `async with`), point a client at
     `server.url` (or our model string `server.model_string`) and inspect `server.requests` afterwards.
+    It serves `/v1/chat/completions` (streamed or not), `/v1/models` and, in the vLLM dialect, `/tokenize`.
     """
 
     def __init__(
@@ -352,26 +589,25 @@ class ScriptedModelServer:
         if dialect not in ("deepseek", "vllm"):
             raise ConfigError(f"dialect: expected 'deepseek' or 'vllm', got {dialect!r}")
         if callable(script):
-            self._script: list[ScriptedTurn | Fault] | None = None
+            self._cursor: _Cursor | None = None
             self._callable: Callable[[RecordedRequest], ScriptedTurn | Fault] | None = script
         else:
-            self._script = [_entry_from_dict(e, "script", i) for i, e in enumerate(script)]
+            self._cursor = _Cursor(script, "script")
             self._callable = None
         self.dialect = dialect
         self.model = model
-        self.keepalive = keepalive
-        self.check_reasoning = check_reasoning
+        self.keepalive = keepalive  # DeepSeek's blank lines and `: keep-alive` comments
+        self.check_reasoning = check_reasoning  # DeepSeek's 400s for requests it refuses
         self.send_usage = send_usage  # False: no usage anywhere, as llama.cpp's streams
         self.host = host
         self._port = port
         self._bound_port: int | None = None
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._position = 0  # next script entry
         self._calls_made = 0  # callable-script turns answered
         self._chat_count = 0
         self._tool_call_counter = 0
-        self._prefixes: list[str] = []  # sorted serialized message lists of earlier successful requests
+        self._cache = _PrefixCache()
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -409,18 +645,20 @@ class ScriptedModelServer:
         return [r.think_mode for r in self.requests if r.path.endswith("chat/completions")]
 
     def start(self) -> ScriptedModelServer:
-        """Bind and serve on a daemon thread; returns once the port is bound."""
+        """Bind and serve on a daemon thread; returns once the server accepts connections."""
         if self._thread is not None and self._thread.is_alive():
             return self
+        sock = _listen(self.host, self._port)
         self._ready.clear()
         self._start_error = None
-        self._thread = threading.Thread(target=self._run, name="scripted-model-server", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="scripted-model-server", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._start_error is not None:
             self._thread.join()
             self._thread = None
             raise self._start_error
+        self._bound_port = sock.getsockname()[1]
         return self
 
     def stop(self) -> None:
@@ -453,96 +691,57 @@ class ScriptedModelServer:
         where = self.url if self._bound_port is not None else "not running"
         return f"<ScriptedModelServer {self.dialect} {where}>"
 
-    # -- thread and connections --
+    # -- the thread --
 
-    def _run(self) -> None:
+    def _run(self, sock: socket.socket) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            loop.run_until_complete(self._serve())
+            loop.run_until_complete(self._serve(sock))
         finally:
             loop.close()
             self._loop = None
+            sock.close()
 
-    async def _serve(self) -> None:
+    async def _serve(self, sock: socket.socket) -> None:
         self._stop_event = asyncio.Event()
-        tasks: set[asyncio.Task] = set()
-
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None  # start_server runs each callback coroutine in a task of its own
-            tasks.add(task)
-            try:
-                await self._connection(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            except asyncio.CancelledError:
-                # Only stop() cancels; ending normally keeps 3.11's stream callback from logging it.
-                pass
-            finally:
-                tasks.discard(task)
-                writer.close()
-
+        state = ServerState()
         try:
-            server = await asyncio.start_server(on_connect, self.host, self._port, limit=1 << 20)
-        except BaseException as exc:  # report bind failures to start()
+            # No logging config of uvicorn's own: it would reconfigure the host process's loggers.
+            config = Config(self._app(), lifespan="off", proxy_headers=False, log_config=None,
+                            timeout_keep_alive=3600)
+            config.load()
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: _Connection(config=config, server_state=state, app_state={}), sock=sock
+            )
+        except BaseException as exc:  # reported by start()
             self._start_error = exc
             self._ready.set()
             return
-        self._bound_port = server.sockets[0].getsockname()[1]
         self._ready.set()
         try:
             await self._stop_event.wait()
         finally:
-            server.close()
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await server.wait_closed()
+            listener.close()
+            for connection in list(state.connections):
+                connection.transport.abort()  # requests in flight see the disconnect and end
+            await asyncio.sleep(0)  # let the aborted transports report connection_lost
+            if state.tasks:
+                _, stuck = await asyncio.wait(list(state.tasks), timeout=5)
+                for task in stuck:  # a script callable that never returns
+                    task.cancel()
+            await listener.wait_closed()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
-            except asyncio.LimitOverrunError:
-                writer.write(_response(431, _error_body(431, "request headers too large")))
-                return
-            lines = head[:-4].decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ")
-            if len(parts) != 3:
-                writer.write(_response(400, _error_body(400, "malformed request line")))
-                return
-            method, target, version = parts
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                writer.write(_response(411, _error_body(411, "chunked request bodies are not supported")))
-                return
-            try:
-                length = int(headers.get("content-length") or 0)
-            except ValueError:
-                writer.write(_response(400, _error_body(400, "bad Content-Length")))
-                return
-            raw = await reader.readexactly(length) if length > 0 else b""
-            keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-            try:
-                reusable = await self._dispatch(method, target.split("?", 1)[0], headers, raw, writer)
-            except (ConnectionError, asyncio.CancelledError):
-                raise
-            except Exception as exc:  # a server bug must reach the test as an answer, not a hang
-                traceback.print_exc()
-                writer.write(_response(500, _error_body(500, f"scripted model server bug: {exc!r}")))
-                return
-            if not reusable:
-                return
-            if not keep:
-                return
+    def _app(self) -> Starlette:
+        routes = [Route(path, self._chat, methods=["POST"]) for path in _CHAT_PATHS]
+        routes += [Route(path, self._models, methods=["GET"]) for path in ("/v1/models", "/models")]
+        if self.dialect == "vllm":
+            routes += [Route(path, self._tokenize, methods=["POST"]) for path in ("/tokenize", "/v1/tokenize")]
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        routes.append(Route("/{path:path}", self._not_found, methods=methods))
+        return Starlette(routes=routes, exception_handlers={ClientDisconnect: _gone, Exception: _bug})
 
-    # -- request routing --
+    # -- endpoints --
 
     def _record(self, rec: RecordedRequest, status: int, turn_index: int | None = None) -> None:
         rec.status = status
@@ -550,111 +749,101 @@ class ScriptedModelServer:
         with self._lock:
             self._requests.append(rec)
 
-    async def _dispatch(
-        self, method: str, path: str, headers: dict[str, str], raw: bytes, writer: asyncio.StreamWriter
-    ) -> bool:
-        """Answer one request; False when the connection must not be reused."""
+    async def _read(self, request: Request) -> tuple[RecordedRequest, str | None]:
+        """The request as recorded, and why its body is unusable (None when it is a JSON object)."""
+        raw = await request.body()
         body: Any = {}
-        bad_json = None
+        problem = None
         if raw:
             try:
                 body = json.loads(raw)
             except ValueError as exc:
-                bad_json = f"Failed to parse the request body as JSON: {exc}"
+                problem = f"Failed to parse the request body as JSON: {exc}"
         if not isinstance(body, dict):
-            bad_json = bad_json or "The request body must be a JSON object"
+            problem = problem or "The request body must be a JSON object"
             body = {}
-        stream = body.get("stream") is True
-        rec = RecordedRequest(path, body, headers, stream, think_mode_of(body, self.dialect))
-        if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
-            if bad_json:
-                return self._send_error(writer, rec, 400, bad_json)
-            return await self._chat(rec, writer)
-        if method == "GET" and path in ("/v1/models", "/models"):
-            card: dict[str, Any] = {
-                "id": self.model,
-                "object": "model",
-                "created": int(time.time()),
-                "owned_by": self.dialect,
-            }
-            if self.dialect == "vllm":
-                card["max_model_len"] = MAX_MODEL_LEN
-            self._record(rec, 200)
-            writer.write(_response(200, _dumps({"object": "list", "data": [card]}).encode()))
-            return True
-        if self.dialect == "vllm" and method == "POST" and path in ("/tokenize", "/v1/tokenize"):
-            if bad_json:
-                return self._send_error(writer, rec, 400, bad_json)
-            if isinstance(body.get("messages"), list):
-                count = self._prompt_tokens(body)
-            else:
-                count = max(1, len(str(body.get("prompt", ""))) // 4)
-            self._record(rec, 200)
-            payload = {"count": count, "tokens": list(range(count)), "max_model_len": MAX_MODEL_LEN}
-            writer.write(_response(200, _dumps(payload).encode()))
-            return True
-        return self._send_error(writer, rec, 404, f"Not Found: {method} {path}")
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        rec = RecordedRequest(
+            request.url.path, body, headers, body.get("stream") is True, think_mode_of(body, self.dialect)
+        )
+        return rec, problem
 
-    def _send_error(
+    def _error(
         self,
-        writer: asyncio.StreamWriter,
         rec: RecordedRequest,
         status: int,
         message: str,
         retry_after: float | None = None,
         turn_index: int | None = None,
-    ) -> bool:
+    ) -> Response:
         self._record(rec, status, turn_index)
-        extra = None
+        headers = None
         if retry_after is not None:
-            extra = {
-                "Retry-After": str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
-            }
-        writer.write(_response(status, _error_body(status, message), extra=extra))
-        return True
+            seconds = str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
+            headers = {"Retry-After": seconds}
+        return Response(_error_body(status, message), status, headers, media_type="application/json")
+
+    async def _not_found(self, request: Request) -> Response:
+        rec, _ = await self._read(request)
+        return self._error(rec, 404, f"Not Found: {request.method} {rec.path}")
+
+    async def _models(self, request: Request) -> Response:
+        rec, _ = await self._read(request)
+        card: dict[str, Any] = {
+            "id": self.model,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": self.dialect,
+        }
+        if self.dialect == "vllm":
+            card["max_model_len"] = MAX_MODEL_LEN
+        self._record(rec, 200)
+        return Response(_dumps({"object": "list", "data": [card]}), media_type="application/json")
+
+    async def _tokenize(self, request: Request) -> Response:
+        rec, problem = await self._read(request)
+        if problem:
+            return self._error(rec, 400, problem)
+        body = rec.body
+        if isinstance(body.get("messages"), list):
+            count = _prompt_tokens(body)
+        else:
+            count = max(1, len(str(body.get("prompt", ""))) // 4)
+        self._record(rec, 200)
+        payload = {"count": count, "tokens": list(range(count)), "max_model_len": MAX_MODEL_LEN}
+        return Response(_dumps(payload), media_type="application/json")
+
+    async def _chat(self, request: Request) -> Response:
+        rec, problem = await self._read(request)
+        if problem:
+            return self._error(rec, 400, problem)
+        answer = self._resolve(rec)
+        if answer.drop:
+            self._record(rec, 0, answer.index)
+            return _Drop()
+        if answer.status != 200:
+            return self._error(rec, answer.status, answer.message, answer.retry_after, answer.index)
+        turn = answer.turn
+        assert turn is not None
+        body = rec.body
+        thinking = rec.think_mode != "none"
+        reasoning = turn.reasoning if thinking else ""
+        arguments = _arguments(turn)
+        prompt_tokens = _prompt_tokens(body)
+        hit = self._cache.hit_tokens(body["messages"], prompt_tokens)
+        completion = _completion_tokens(turn, reasoning, arguments)
+        usage = _usage_fields(self.dialect, prompt_tokens, hit, completion, len(reasoning) // 4, turn.usage)
+        self._record(rec, 200, answer.index)
+        if turn.delay_s > 0:
+            await _hold(request.receive, turn.delay_s)
+        finish = turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
+        if rec.stream:
+            parts = self._events(turn, thinking, reasoning, arguments, answer.call_ids, finish, usage, body)
+        else:
+            parts = [self._message(turn, thinking, reasoning, arguments, answer.call_ids, finish, usage)]
+        return _Reply(parts, stream=rec.stream, cut=answer.cut)
 
     # -- chat completions --
-
-    def _check(self, body: dict, mode: str) -> str | None:
-        if not (self.check_reasoning and self.dialect == "deepseek"):
-            return None
-        if body.get("tools"):
-            for message in body.get("messages", []):
-                if (
-                    isinstance(message, dict)
-                    and message.get("role") == "assistant"
-                    and not isinstance(message.get("reasoning_content"), str)
-                ):
-                    return REASONING_REPLAY_MESSAGE
-        choice = body.get("tool_choice")
-        if mode != "none" and choice is not None and choice not in ("auto", "none"):
-            return TOOL_CHOICE_MESSAGE
-        return None
-
-    @staticmethod
-    def _prompt_tokens(body: dict) -> int:
-        chars = len(json.dumps(body.get("messages", []))) + len(json.dumps(body.get("tools", [])))
-        return max(1, chars // 4)
-
-    def _cache_hit_tokens(self, messages: list, prompt_tokens: int) -> int:
-        serialized = json.dumps(messages, separators=(",", ":"))
-        prefixes = self._prefixes
-        # In sorted order the longest common prefix is shared with a neighbour of the insertion point.
-        at = bisect.bisect_left(prefixes, serialized)
-        best = 0
-        if at < len(prefixes):
-            best = _common_prefix_len(serialized, prefixes[at])
-        # An earlier request that is a prefix of this one can never beat it: drop it, so a linear
-        # conversation keeps one string instead of all of them.
-        while at > 0 and serialized.startswith(prefixes[at - 1]):
-            best = max(best, len(prefixes[at - 1]))
-            del prefixes[at - 1]
-            at -= 1
-        if at > 0:
-            best = max(best, _common_prefix_len(serialized, prefixes[at - 1]))
-        if at >= len(prefixes) or prefixes[at] != serialized:
-            prefixes.insert(at, serialized)
-        return min(prompt_tokens, best // 4 // 64 * 64)
 
     def _next_entry(self, rec: RecordedRequest) -> tuple[Any, int | None, ScriptedTurn | None]:
         """(entry, its index, the turn a cut streams part of); entry None when the script is exhausted."""
@@ -665,26 +854,17 @@ class ScriptedModelServer:
             if isinstance(entry, dict | str):
                 entry = _entry_from_dict(entry, "script callable", index)
             return entry, index, None
-        script = self._script
-        assert script is not None
-        if self._position >= len(script):
-            return None, None, None
-        index = self._position
-        entry = script[index]
-        self._position += 1
-        partial = None
-        if isinstance(entry, Fault) and entry.cut_stream:
-            nxt = script[self._position] if self._position < len(script) else None
-            partial = nxt if isinstance(nxt, ScriptedTurn) else None
-        return entry, index, partial
+        assert self._cursor is not None
+        return self._cursor.next()
 
     def _resolve(self, rec: RecordedRequest) -> _Answer:
         body = rec.body
         if not isinstance(body.get("messages"), list):
             return _Answer(422, "Invalid Parameters: `messages` must be a list of messages")
-        problem = self._check(body, rec.think_mode)
-        if problem:
-            return _Answer(400, problem)
+        if self.check_reasoning and self.dialect == "deepseek":
+            problem = _deepseek_refusal(body, rec.think_mode)
+            if problem:
+                return _Answer(400, problem)
         self._chat_count += 1
         try:
             entry, index, partial = self._next_entry(rec)
@@ -694,12 +874,16 @@ class ScriptedModelServer:
             return _Answer(
                 400, f"scripted model server: the script has no turn left (request #{self._chat_count})"
             )
-        if isinstance(entry, Fault) and not entry.cut_stream:
+        if isinstance(entry, Fault) and not entry.broken:
             status = entry.status or 500
-            answer = _Answer(status, entry.message or _DEFAULT_MESSAGES.get(status, _reason(status)), index)
+            message = entry.message or _DEFAULT_MESSAGES.get(status) or _reason(status)
+            answer = _Answer(status, message, index)
             answer.retry_after = entry.retry_after
             return answer
         answer = _Answer(200, index=index)
+        if isinstance(entry, Fault) and entry.drop:
+            answer.drop = True
+            return answer
         if isinstance(entry, Fault):
             answer.cut = True
             entry = partial or ScriptedTurn(content="(the connection drops here)")
@@ -714,90 +898,7 @@ class ScriptedModelServer:
             self._tool_call_counter += sum(1 for c in entry.tool_calls if c.id is None)
         return answer
 
-    async def _chat(self, rec: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
-        answer = self._resolve(rec)
-        if answer.status != 200:
-            return self._send_error(
-                writer, rec, answer.status, answer.message, answer.retry_after, answer.index
-            )
-        turn = answer.turn
-        assert turn is not None
-        body = rec.body
-        thinking = rec.think_mode != "none"
-        reasoning = turn.reasoning if thinking else ""
-        arguments = [
-            c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments, ensure_ascii=False)
-            for c in turn.tool_calls
-        ]
-        prompt_tokens = self._prompt_tokens(body)
-        hit = self._cache_hit_tokens(body["messages"], prompt_tokens)
-        completion = (len(turn.content) + len(reasoning) + sum(map(len, arguments))) // 4 + 1
-        usage = self._usage(prompt_tokens, hit, completion, len(reasoning) // 4, turn.usage)
-        self._record(rec, 200, answer.index)
-        if turn.delay_s > 0:
-            await asyncio.sleep(turn.delay_s)
-        finish = turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
-        data: list[bytes] | bytes
-        if rec.stream:
-            data = self._stream_bytes(
-                turn, thinking, reasoning, arguments, answer.call_ids, finish, usage, body
-            )
-        else:
-            data = self._plain_bytes(turn, thinking, reasoning, arguments, answer.call_ids, finish, usage)
-        if answer.cut:
-            await self._cut(writer, data, rec.stream)
-            return False
-        writer.write(b"".join(data) if isinstance(data, list) else data)
-        await writer.drain()
-        return True
-
-    async def _cut(self, writer: asyncio.StreamWriter, data: list[bytes] | bytes, stream: bool) -> None:
-        if stream:
-            assert isinstance(data, list)
-            # headers, keep-alive (if any) and about half of the events; never the terminator
-            sent = b"".join(data[: max(2, (len(data) - 1) // 2)])
-        else:
-            assert isinstance(data, bytes)
-            sent = data[: len(data) - max(1, (len(data) - data.index(b"\r\n\r\n")) // 2)]
-        writer.write(sent)
-        await writer.drain()
-        await asyncio.sleep(0.01)  # let the client read the partial answer before the drop
-        writer.transport.abort()
-
-    def _usage(self, prompt: int, hit: int, completion: int, reasoning: int, override: dict | None) -> dict:
-        deepseek = self.dialect == "deepseek"
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-        if deepseek:
-            usage["prompt_cache_hit_tokens"] = hit
-            usage["prompt_cache_miss_tokens"] = prompt - hit
-            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
-        usage["prompt_tokens_details"] = {"cached_tokens": hit}
-        if not override:
-            return usage
-        given = dict(override)
-        # flat conveniences for the nested fields
-        if "reasoning_tokens" in given:
-            usage["completion_tokens_details"] = {"reasoning_tokens": given.pop("reasoning_tokens")}
-        if "cached_tokens" in given:
-            cached = given.pop("cached_tokens")
-            usage["prompt_tokens_details"] = {"cached_tokens": cached}
-            if deepseek:
-                given.setdefault("prompt_cache_hit_tokens", cached)
-        usage.update(given)
-        if "total_tokens" not in given:
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if deepseek:
-            if "prompt_cache_hit_tokens" in given and "prompt_tokens_details" not in given:
-                usage["prompt_tokens_details"] = {"cached_tokens": usage["prompt_cache_hit_tokens"]}
-            if "prompt_cache_miss_tokens" not in given:
-                usage["prompt_cache_miss_tokens"] = usage["prompt_tokens"] - usage["prompt_cache_hit_tokens"]
-        return usage
-
-    def _plain_bytes(
+    def _message(
         self,
         turn: ScriptedTurn,
         thinking: bool,
@@ -807,6 +908,7 @@ class ScriptedModelServer:
         finish: str,
         usage: dict,
     ) -> bytes:
+        """A non-streamed chat.completion body."""
         deepseek = self.dialect == "deepseek"
         calls = [
             {"id": cid, "type": "function", "function": {"name": c.name, "arguments": args}}
@@ -823,7 +925,7 @@ class ScriptedModelServer:
                 message["tool_calls"] = calls
         else:
             message["reasoning"] = reasoning or None
-            message["tool_calls"] = calls
+            message["tool_calls"] = calls  # vLLM sends [] for none
         payload = {
             "id": f"chatcmpl-scripted-{next(self._ids)}",
             "object": "chat.completion",
@@ -838,9 +940,9 @@ class ScriptedModelServer:
         data = _dumps(payload).encode()
         if deepseek and self.keepalive:
             data = b"\n\n" + data  # DeepSeek pads with blank lines while the request waits
-        return _response(200, data)
+        return data
 
-    def _stream_bytes(
+    def _events(
         self,
         turn: ScriptedTurn,
         thinking: bool,
@@ -851,7 +953,7 @@ class ScriptedModelServer:
         usage: dict,
         body: dict,
     ) -> list[bytes]:
-        """The HTTP head and each SSE event as its own HTTP chunk, ending with the terminating chunk."""
+        """Each SSE event of a streamed answer, from the keep-alive comment (if any) to `[DONE]`."""
         deepseek = self.dialect == "deepseek"
         rkey = "reasoning_content" if deepseek else "reasoning"
         options = body.get("stream_options")
@@ -859,9 +961,9 @@ class ScriptedModelServer:
         rid = f"chatcmpl-scripted-{next(self._ids)}"
         created = int(time.time())
         fingerprint = "fp_scripted" if deepseek else None
-        out = [_SSE_HEAD]
+        out: list[bytes] = []
         if deepseek and self.keepalive:
-            out.append(_chunk(b": keep-alive\n\n"))
+            out.append(b": keep-alive\n\n")
 
         def event(delta: dict, finish_reason: str | None = None, final_usage: dict | None = None) -> None:
             chunk: dict[str, Any] = {
@@ -874,7 +976,7 @@ class ScriptedModelServer:
             }
             if (deepseek and self.send_usage) or include_usage:
                 chunk["usage"] = final_usage
-            out.append(_chunk(b"data: " + _dumps(chunk).encode() + b"\n\n"))
+            out.append(b"data: " + _dumps(chunk).encode() + b"\n\n")
 
         if thinking:
             event({"role": "assistant", "content": None, rkey: ""})
@@ -895,6 +997,7 @@ class ScriptedModelServer:
             for piece in _split(args, 3 if len(args) > 2 else 2):
                 event({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
         if deepseek:
+            # DeepSeek puts usage on the finishing chunk itself
             event({"content": ""}, finish, usage if include_usage else None)
         else:
             event({"content": ""}, finish)
@@ -907,10 +1010,290 @@ class ScriptedModelServer:
                     "choices": [],
                     "usage": usage,
                 }
-                out.append(_chunk(b"data: " + _dumps(final).encode() + b"\n\n"))
-        out.append(_chunk(b"data: [DONE]\n\n"))
-        out.append(b"0\r\n\r\n")
+                out.append(b"data: " + _dumps(final).encode() + b"\n\n")
+        out.append(b"data: [DONE]\n\n")
         return out
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    """The client left while sending its request: nobody is there to answer."""
+    return Response(status_code=499)
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    """A server bug reaches the test as an answer, not a hang (uvicorn logs the traceback)."""
+    return Response(_error_body(500, f"scripted model server bug: {exc!r}"), 500, media_type="application/json")
+
+
+# --- in-process models --------------------------------------------------------------------------------
+
+
+class ScriptExhausted(ModelError):
+    """A FakeModel was called once more than its script has turns."""
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One request as an in-process model receives it: the decoded wire messages, tools and think mode."""
+
+    messages: list[dict[str, Any]]
+    """The messages as sent (assistant turns carry the profile's reasoning key when it is sent back)."""
+    tools: list[dict[str, Any]]
+    """The OpenAI function tools offered ([] when none)."""
+    mode: ThinkMode
+    """The think mode, as the profile's endpoint reads it from the body."""
+    tool_choice: Any
+    body: dict[str, Any]
+    """The whole decoded request body."""
+    index: int
+    """0 for the model's first call; retries count as calls."""
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t["function"]["name"] for t in self.tools if isinstance(t.get("function"), dict)]
+
+    @property
+    def last_message(self) -> dict[str, Any]:
+        return self.messages[-1] if self.messages else {}
+
+    @property
+    def tool_results(self) -> list[str]:
+        """The contents of the tool messages since the last assistant turn, in order."""
+        results: list[str] = []
+        for message in reversed(self.messages):
+            if message.get("role") == "assistant":
+                break
+            if message.get("role") == "tool":
+                results.insert(0, message.get("content") or "")
+        return results
+
+
+_FakeAnswer = ScriptedTurn | Fault | str
+ModelFunction = Callable[[ModelCall], _FakeAnswer | Awaitable[_FakeAnswer]]
+"""What a FunctionModel calls for each request: a turn (or its content), a Fault, sync or async."""
+
+_RETRIED = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}  # as ChatModel retries them
+
+
+class FunctionModel:
+    """A `ModelClient` answered in-process by `fn(call: ModelCall)`: the real agent loop, no HTTP at all.
+
+    `fn` returns a ScriptedTurn (or a str: the content), or a Fault, which is retried as the HTTP client
+    would (429/5xx and broken connections go through `on_retry` and `fn` is called again; other statuses
+    raise the client's typed errors); anything `fn` raises reaches the loop. Sync or async. The model
+    records its `calls`, streams the reasoning and content through `on_delta`, and reports usage as the
+    scripted server does (estimated from the request's size unless the turn gives `usage`); cost is 0
+    unless a `price` is given. `profile` decides how think modes and reasoning travel ("deepseek" or "vllm").
+    """
+
+    def __init__(
+        self,
+        fn: ModelFunction,
+        *,
+        profile: Literal["deepseek", "vllm"] = "deepseek",
+        model: str = "deepseek-v4-flash",
+        price: Price | None = None,
+        check_reasoning: bool = True,
+        max_retries: int = 6,
+    ):
+        if profile not in ("deepseek", "vllm"):
+            raise ConfigError(f"profile: expected 'deepseek' or 'vllm', got {profile!r}")
+        self._fn = fn
+        self.profile: Profile = PROFILES[profile]
+        self.model = model
+        self.price = price
+        self.check_reasoning = check_reasoning  # DeepSeek's 400s for requests it refuses
+        self.max_retries = max_retries
+        self.calls: list[ModelCall] = []
+        self._dialect = profile
+        self._cache = _PrefixCache()
+        self._tool_call_counter = 0
+
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__}:{self.model}"
+
+    @property
+    def base_url(self) -> str | None:
+        return None  # no server, no /tokenize
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def resolve_model(self) -> str:
+        return self.model
+
+    def render(self, message: dict[str, Any], *, with_tools: bool) -> bytes:
+        """As ChatModel renders it: earlier reasoning goes back under the profile's key when it must."""
+        if message.get("role") != "assistant" or "reasoning" not in message:
+            return dumps(message)
+        wire = {k: v for k, v in message.items() if k != "reasoning"}
+        echo = self.profile.echo_reasoning
+        if self.profile.reasoning_echo_key and (echo == "always" or (echo == "with_tools" and with_tools)):
+            wire[self.profile.reasoning_echo_key] = message["reasoning"] or ""
+        return dumps(wire)
+
+    def request_body(
+        self, messages: Sequence[bytes], *, tools_json: bytes | None, mode: ThinkMode, tool_choice: Any = None
+    ) -> bytes:
+        self.profile.check_tool_choice(mode, tool_choice)
+        head: dict[str, Any] = {"model": self.model, **self.profile.think_params(mode)}
+        if tool_choice is not None and tools_json:
+            head["tool_choice"] = tool_choice
+        parts = [dumps(head)[:-1]]
+        if tools_json:
+            parts.append(b',"tools":' + tools_json)
+        parts += [b',"messages":[', b",".join(messages), b"]}"]
+        return b"".join(parts)
+
+    async def complete(
+        self, body: bytes, *, on_delta: DeltaFn | None = None, on_retry: RetryFn | None = None
+    ) -> AssistantTurn:
+        started = time.perf_counter()
+        request = json.loads(body)
+        mode = ThinkMode(think_mode_of(request, self._dialect))
+        attempt = 0
+        while True:
+            call = ModelCall(
+                messages=request.get("messages", []), tools=request.get("tools") or [], mode=mode,
+                tool_choice=request.get("tool_choice"), body=request, index=len(self.calls),
+            )
+            self.calls.append(call)
+            if self.check_reasoning and self._dialect == "deepseek":
+                problem = _deepseek_refusal(request, mode.value)
+                if problem:
+                    raise BadRequestError(f"{self.label}: the request was refused (HTTP 400): {problem}",
+                                          status=400, body=problem)
+            answer = await self._answer(call)
+            if isinstance(answer, str):
+                answer = ScriptedTurn(content=answer)
+            if isinstance(answer, ScriptedTurn):
+                break
+            if not isinstance(answer, Fault):
+                raise TypeError(f"{self.label}: expected a ScriptedTurn, a str or a Fault, got {answer!r}")
+            message = self._fault(answer)
+            attempt += 1
+            if attempt > self.max_retries:
+                raise ModelUnavailableError(f"{self.label}: gave up after {attempt} attempts; last error: {message}")
+            if on_retry is not None:
+                await on_retry(attempt, message, answer.retry_after or 0.0)
+        turn = await self._turn(answer, call, on_delta)
+        turn.duration_s = time.perf_counter() - started
+        return turn
+
+    def cost(self, usage: Usage) -> float:
+        return self.price.cost(usage) if self.price is not None else 0.0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.profile.name} {self.model} calls={len(self.calls)}>"
+
+    # -- answering --
+
+    async def _answer(self, call: ModelCall) -> _FakeAnswer:
+        answer = self._fn(call)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer
+
+    def _fault(self, fault: Fault) -> str:
+        """The retry message for a fault the HTTP client would retry; the client's typed error otherwise."""
+        if fault.cut_stream:
+            return "the stream ended before the turn finished"
+        if fault.drop:
+            return "APIConnectionError: Connection error."
+        status = fault.status or 500
+        detail = fault.message or _DEFAULT_MESSAGES.get(status) or _reason(status)
+        if status in _RETRIED or status >= 500:
+            return f"HTTP {status}: {detail}"
+        where = self.label
+        if status == 401:
+            raise ModelAuthError(f"{where}: authentication failed (HTTP 401): {detail}", status=status, body=detail)
+        if status == 402:
+            raise InsufficientBalanceError(f"{where}: insufficient balance (HTTP 402): {detail}", status=status,
+                                           body=detail)
+        if status in (400, 422):
+            raise BadRequestError(f"{where}: the request was refused (HTTP {status}): {detail}", status=status,
+                                  body=detail)
+        raise ModelAPIError(f"{where}: HTTP {status}: {detail}", status=status, body=detail)
+
+    async def _turn(self, scripted: ScriptedTurn, call: ModelCall, on_delta: DeltaFn | None) -> AssistantTurn:
+        thinking = call.mode is not ThinkMode.none
+        reasoning = scripted.reasoning if thinking else ""
+        arguments = _arguments(scripted)
+        prompt = _prompt_tokens(call.body)
+        hit = self._cache.hit_tokens(call.messages, prompt)
+        completion = _completion_tokens(scripted, reasoning, arguments)
+        raw = _usage_fields(self._dialect, prompt, hit, completion, len(reasoning) // 4, scripted.usage)
+        calls = []
+        for c, args in zip(scripted.tool_calls, arguments, strict=True):
+            call_id = c.id
+            if call_id is None:  # numbered as the scripted server numbers them
+                call_id = f"call_{self._tool_call_counter}"
+                self._tool_call_counter += 1
+            calls.append(ToolCall(id=call_id, name=c.name, arguments=args))
+        if scripted.delay_s > 0:
+            await anyio.sleep(scripted.delay_s)
+        if on_delta is not None:
+            for piece in _split(reasoning):
+                on_delta("reasoning", piece)
+            for piece in _split(scripted.content):
+                on_delta("content", piece)
+        return AssistantTurn(
+            content=scripted.content,
+            reasoning=reasoning,
+            tool_calls=calls,
+            finish_reason=scripted.finish_reason or ("tool_calls" if calls else "stop"),
+            usage=self.profile.usage(raw),
+            model=self.model,
+        )
+
+
+class FakeModel(FunctionModel):
+    """A `ModelClient` that replays a script in-process: each call takes the next entry.
+
+    Entries are what a ScriptedModelServer script holds (ScriptedTurn, Fault, a mapping or a bare string);
+    a call past the end raises `ScriptExhausted`, which ends an agent run with that error.
+    """
+
+    def __init__(
+        self,
+        script: Sequence[ScriptedTurn | Fault | dict | str],
+        *,
+        profile: Literal["deepseek", "vllm"] = "deepseek",
+        model: str = "deepseek-v4-flash",
+        price: Price | None = None,
+        check_reasoning: bool = True,
+        max_retries: int = 6,
+    ):
+        self._cursor = _Cursor(script, "FakeModel script")
+        super().__init__(self._replay, profile=profile, model=model, price=price,
+                         check_reasoning=check_reasoning, max_retries=max_retries)
+
+    @property
+    def remaining(self) -> int:
+        """Script entries not yet replayed."""
+        return len(self._cursor.entries) - self._cursor.position
+
+    def _replay(self, call: ModelCall) -> _FakeAnswer:
+        entry, _, _ = self._cursor.next()
+        if entry is None:
+            last = call.last_message
+            raise ScriptExhausted(
+                f"{self.label}: the script has no turn left for model call #{call.index + 1} (it holds "
+                f"{len(self._cursor.entries)} entries); the last message was {last.get('role')}: "
+                f"{str(last.get('content'))[:200]!r}. Add turns to the script, or end the run sooner."
+            )
+        return entry
 
 
 # --- command line -------------------------------------------------------------------------------------

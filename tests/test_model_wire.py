@@ -53,8 +53,9 @@ async def test_without_the_reasoning_echo_deepseek_refuses_the_request(tmp_path,
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault(status=429, retry_after=0.05), Fault(status=500), Fault(status=503), Fault(cut_stream=True)],
-    ids=["429", "500", "503", "cut-stream"],
+    [Fault(status=429, retry_after=0.05), Fault(status=500), Fault(status=503), Fault(cut_stream=True),
+     Fault(drop=True)],
+    ids=["429", "500", "503", "cut-stream", "drop"],
 )
 async def test_transient_faults_are_retried_and_the_run_completes(tmp_path, fault):
     script = [fault, *three_step_script()]

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -309,6 +310,45 @@ def test_cut_stream_sends_part_of_the_next_turn_without_done(serve):
     assert b"[DONE]" not in received
 
 
+def test_drop_fault_resets_the_connection_without_an_answer(serve):
+    server = serve([Fault(drop=True), ScriptedTurn(content="after")])
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        chat(server)
+    assert chat(server).json()["choices"][0]["message"]["content"] == "after"
+    assert [(r.status, r.turn_index) for r in server.requests] == [(0, 0), (200, 1)]
+
+
+async def test_drop_fault_reaches_the_sdk_as_a_connection_error(serve, sdk):
+    server = serve([Fault(drop=True)])
+    with pytest.raises(openai.APIConnectionError):
+        await sdk(server).chat.completions.create(model=server.model, messages=USER, stream=True)
+
+
+@pytest.mark.timeout(30)
+def test_stop_ends_a_request_held_by_a_long_delay(serve):
+    asked = threading.Event()
+
+    def script(request: RecordedRequest) -> ScriptedTurn:
+        asked.set()
+        return ScriptedTurn(content="late", delay_s=600)
+
+    server = serve(script)
+    errors: list[Exception] = []
+
+    def call() -> None:
+        try:
+            chat(server)
+        except httpx.HTTPError as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    asked.wait()
+    server.stop()
+    caller.join()
+    assert len(errors) == 1  # the connection went away; the delay was not waited out
+
+
 def test_delay_s_holds_the_answer_back(serve):
     server = serve([ScriptedTurn(content="late", delay_s=1.0)])
     with pytest.raises(httpx.ReadTimeout):
@@ -415,6 +455,12 @@ def test_load_script_reads_turns_and_faults_from_yaml(tmp_path):
     assert script[1] == Fault(status=429, retry_after=1)
     assert script[2] == Fault(cut_stream=True)
     assert script[3] == ScriptedTurn(content="done")
+
+
+def test_load_script_reads_a_drop_fault(tmp_path):
+    path = tmp_path / "script.yaml"
+    path.write_text("- {fault: drop}\n- done\n")
+    assert load_script(path) == [Fault(drop=True), ScriptedTurn(content="done")]
 
 
 def test_load_script_reports_a_bad_entry_by_file_index_and_field(tmp_path):
