@@ -50,11 +50,14 @@ T = TypeVar("T")
 class Stop(Exception):
     """Ends the run with a stop reason (and the answer, when there is one; a hook's reason for `stopped`)."""
 
-    def __init__(self, reason: StopReason, answer: str | None = None, detail: str | None = None):
+    def __init__(self, reason: StopReason, answer: str | None = None, detail: str | None = None,
+                 record: StepRecord | None = None):
         super().__init__(reason)
         self.reason = reason
         self.answer = answer
         self.detail = detail
+        self.record = record
+        """The step that ended the run, when one did (an answer, claim_done)."""
 
 
 @dataclass
@@ -141,7 +144,7 @@ class AgentLoop:
         record = StepRecord(step, mode, choice.reason, turn, cost, turn.tool_calls)
         if not turn.tool_calls:
             await self._after_step(record)
-            raise Stop(StopReason.answer, turn.content)
+            raise Stop(StopReason.answer, turn.content, record=record)
         if totals.tool_calls + len(turn.tool_calls) > limits.max_tool_calls:
             raise Stop(StopReason.max_tool_calls, turn.content or None)
         totals.tool_calls += len(turn.tool_calls)
@@ -151,7 +154,7 @@ class AgentLoop:
         await self._after_step(record)
         for call, outcome in zip(turn.tool_calls, outcomes, strict=True):
             if call.name == CLAIM_DONE and not outcome.is_error:
-                raise Stop(StopReason.claim_done, _claim_summary(call) or turn.content or None)
+                raise Stop(StopReason.claim_done, _claim_summary(call) or turn.content or None, record=record)
         return record
 
     # -- hooks -------------------------------------------------------------------------------------
@@ -292,9 +295,12 @@ class AgentLoop:
         if len(calls) == 1:
             await run_one(0, calls[0])
         else:
-            async with anyio.create_task_group() as group:
-                for index, call in enumerate(calls):
-                    group.start_soon(run_one, index, call)
+            try:
+                async with anyio.create_task_group() as group:
+                    for index, call in enumerate(calls):
+                        group.start_soon(run_one, index, call)
+            except* Stop as stopped:  # a hook's StopRun in one of the calls ends the run, unwrapped
+                raise stopped.exceptions[0] from None
         return [o for o in outcomes if o is not None]
 
     def _observe(self, calls: list[ToolCall], outcomes: list[ToolOutcome]) -> None:

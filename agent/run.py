@@ -160,7 +160,7 @@ class AgentRun:
         return step
 
     async def next_step(self) -> StepRecord | None:
-        """Run one step; None once the run has ended (then `result` is set)."""
+        """Run one step; None once the run has ended (then `result` is set, also after the final step)."""
         if self.result is not None:
             return None
         loop = self._loop
@@ -175,7 +175,9 @@ class AgentRun:
                     step = await loop.step()
                 except Stop as stop:
                     self._finish(stop, None)
-                    return None
+                    if stop.record is not None:  # the step that ended the run is still a step
+                        self.steps.append(stop.record)
+                    return stop.record
                 except AgentError as exc:
                     error = RunError(kind=type(exc).__name__, message=str(exc), step=loop.totals.steps or None)
                     self.emit(ErrorEvent(kind=error.kind, message=error.message, step=loop.totals.steps))
