@@ -14,6 +14,10 @@ from tests.test_cli_run import run_cli
 from tests.test_sandbox_bubblewrap import _bwrap_problem
 from tests.test_sandbox_docker import _docker_problem
 
+# Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
+# `agent sandbox prune --all`): with pytest-xdist these modules share one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandboxes")
+
 
 def require(problem: str | None) -> None:
     if problem is None:

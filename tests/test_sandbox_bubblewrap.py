@@ -24,6 +24,10 @@ from agent.runtime import bubblewrap
 from agent.runtime.bubblewrap import BubblewrapSandbox
 from agent.runtime.sandbox import Sandbox, SandboxError, SandboxSpec
 
+# Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
+# `agent sandbox prune --all`): with pytest-xdist these modules share one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandboxes")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -23,6 +23,10 @@ from shell_suite import ALL_CHECKS, until
 from agent.runtime.docker import LABEL, OWNER_LABEL, RUN_LABEL, DockerSandbox, prune_containers
 from agent.runtime.sandbox import Sandbox, SandboxError, SandboxSpec
 
+# Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
+# `agent sandbox prune --all`): with pytest-xdist these modules share one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandboxes")
+
 IMAGE = SandboxSpec().image
 ROOT = Path(__file__).resolve().parent.parent
 

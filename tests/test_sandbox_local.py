@@ -16,6 +16,10 @@ from agent.runtime import local
 from agent.runtime.local import LocalSandbox, _Capture
 from agent.runtime.sandbox import Sandbox, SandboxError, SandboxSpec, elide
 
+# Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
+# `agent sandbox prune --all`): with pytest-xdist these modules share one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandboxes")
+
 
 async def wait_dead(*pids: int, timeout: float = 5.0) -> list[int]:
     """The pids still alive after `timeout` seconds."""

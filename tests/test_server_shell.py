@@ -27,6 +27,10 @@ from mcp.types import CallToolResult
 
 from agent.servers import shell as shell_server
 
+# Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
+# `agent sandbox prune --all`): with pytest-xdist these modules share one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandboxes")
+
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "hunter2-in-the-server-environment"
 SERVER_ENV = {"AGENT_TEST_SECRET": SECRET}

@@ -11,12 +11,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
 from agent.trace import read_trace
 from tests.conftest import DEMO_SERVER, alive, child_pids
 from tests.test_cli_run import AGENT, write_task
+
+# Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
+# `agent sandbox prune --all`): with pytest-xdist these modules share one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("sandboxes")
 
 EXIT_TERMINATED = 143
 SLOW_TOOL = [ScriptedTurn(tool_calls=[ScriptedToolCall("demo__slow", {"seconds": 60})]), ScriptedTurn(content="never")]
