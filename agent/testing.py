@@ -41,7 +41,7 @@ from .errors import (
     ModelError,
     ModelUnavailableError,
 )
-from .models.base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps
+from .models.base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps, render_message
 from .models.profiles import PROFILES, Price, Profile
 from .think import ThinkMode
 from .usage import Usage
@@ -1135,13 +1135,7 @@ class FunctionModel:
 
     def render(self, message: dict[str, Any], *, with_tools: bool) -> bytes:
         """As ChatModel renders it: earlier reasoning goes back under the profile's key when it must."""
-        if message.get("role") != "assistant" or "reasoning" not in message:
-            return dumps(message)
-        wire = {k: v for k, v in message.items() if k != "reasoning"}
-        echo = self.profile.echo_reasoning
-        if self.profile.reasoning_echo_key and (echo == "always" or (echo == "with_tools" and with_tools)):
-            wire[self.profile.reasoning_echo_key] = message["reasoning"] or ""
-        return dumps(wire)
+        return render_message(self.profile, message, with_tools=with_tools)
 
     def request_body(
         self, messages: Sequence[bytes], *, tools_json: bytes | None, mode: ThinkMode, tool_choice: Any = None

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import child_pids
+from conftest import child_pids, require_installed
 
 from agent import Agent, load_task
 from agent.testing import ScriptedModelServer, load_script
@@ -37,12 +37,7 @@ SETUP = "run .ci/thirdparty-setup.sh to install it"
 
 def require(what: str, present: bool) -> None:
     """Fail in CI (it must be installed there), skip with the reason elsewhere."""
-    if present:
-        return
-    message = f"{what} is not installed: {SETUP}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    require_installed(what, present, SETUP)
 
 
 @pytest.fixture

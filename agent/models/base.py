@@ -55,6 +55,19 @@ class AssistantTurn:
         return msg
 
 
+def render_message(profile: Profile, message: dict[str, Any], *, with_tools: bool) -> bytes:
+    """Serialise one canonical history message for `profile`: an assistant turn's reasoning goes back under
+    the profile's key when the profile says it must (DeepSeek answers 400 when the key is missing, even for
+    empty reasoning), and is dropped otherwise."""
+    if message.get("role") != "assistant" or "reasoning" not in message:
+        return dumps(message)
+    wire = {k: v for k, v in message.items() if k != "reasoning"}
+    echo = profile.echo_reasoning
+    if profile.reasoning_echo_key and (echo == "always" or (echo == "with_tools" and with_tools)):
+        wire[profile.reasoning_echo_key] = message["reasoning"] or ""
+    return dumps(wire)
+
+
 @runtime_checkable
 class ModelClient(Protocol):
     """A model endpoint as the loop uses it. Requests are JSON bodies in the OpenAI chat-completions shape,

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..think import ThinkMode
 from ..usage import Usage
-from .base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps
+from .base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps, render_message
 from .config import ModelConfig
 from .profiles import PROFILES, Price, Profile, deepseek_peak
 
@@ -95,14 +95,7 @@ class ChatModel:
 
     def render(self, message: dict[str, Any], *, with_tools: bool) -> bytes:
         """Serialise one canonical history message for this profile (done once per message)."""
-        if message.get("role") != "assistant" or "reasoning" not in message:
-            return dumps(message)
-        wire = {k: v for k, v in message.items() if k != "reasoning"}
-        echo = self.profile.echo_reasoning
-        if self.profile.reasoning_echo_key and (echo == "always" or (echo == "with_tools" and with_tools)):
-            # DeepSeek answers 400 when the key is missing, even for empty reasoning.
-            wire[self.profile.reasoning_echo_key] = message["reasoning"] or ""
-        return dumps(wire)
+        return render_message(self.profile, message, with_tools=with_tools)
 
     def request_body(
         self,
