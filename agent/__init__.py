@@ -47,6 +47,9 @@ _EXPORTS = {
     "StopRun": ".hooks",
     "ToolCallRequest": ".hooks",
     "ToolDecision": ".hooks",
+    "FunctionTool": ".function_tools",
+    "FunctionTools": ".function_tools",
+    "tool": ".function_tools",
     "Limits": ".limits",
     "ChatModel": ".models",
     "ModelClient": ".models",
@@ -118,6 +121,7 @@ if TYPE_CHECKING:
         ToolResult,
         ToolsChanged,
     )
+    from .function_tools import FunctionTool, FunctionTools, tool
     from .hooks import (
         Hooks,
         ModelRequestInfo,
@@ -142,6 +146,9 @@ if TYPE_CHECKING:
     from .usage import Usage
 
 __all__ = [
+    "FunctionTool",
+    "FunctionTools",
+    "tool",
     "Agent",
     "AgentError",
     "AgentRun",

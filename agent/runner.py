@@ -17,6 +17,7 @@ from agent.tools.source import ToolSource
 
 from .context import ContextConfig
 from .errors import AgentError
+from .function_tools import FunctionTool, FunctionTools
 from .hooks import Hooks
 from .limits import Limits
 from .models.base import ModelClient
@@ -26,6 +27,7 @@ from .result import RunResult
 from .run import CURRENT_RUN, AgentRun, EventSink
 from .stream import EventStream
 from .task import DEFAULT_MODEL, TaskSpec
+from .telemetry import OpenTelemetryTracer
 from .think import ThinkMode, ThinkPolicy, think_policy
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -56,12 +58,14 @@ class Agent:
         claim_done: bool = False,
         local_tools: Sequence[LocalTool] = (),
         tool_sources: Sequence[ToolSource] = (),
+        tools: Sequence[FunctionTool[..., Any] | Callable[..., Any]] = (),
         hooks: Sequence[Hooks] = (),
         trace_dir: str | Path | None = "runs",
         name: str | None = None,
         http_client: Any | None = None,
         context: ContextConfig | Mapping[str, Any] | None = None,
         workspace: str | Path | None = None,
+        telemetry: Any | bool | None = None,
     ):
         self._model_instance: ModelClient | None = None
         self.model_config: ModelConfig | None = None
@@ -78,8 +82,14 @@ class Agent:
         self.workspace = Path(workspace) if workspace is not None else None
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self.hooks = list(hooks)
-        self.tool_sources = list(tool_sources)
-        """Tool providers beside the MCP servers (agent.tools.source.ToolSource), entered with the Agent."""
+        self._observers: list[EventSink] = []
+        """Sinks every run's events also go to (OpenTelemetry spans)."""
+        if telemetry:
+            # True: the global tracer provider (configured by the OTEL_* variables); else the provider given.
+            self._observers.append(OpenTelemetryTracer(None if telemetry is True else telemetry))
+        self.tool_sources = [*tool_sources, *([FunctionTools(tools)] if tools else [])]
+        """Tool providers beside the MCP servers (agent.tools.source.ToolSource), entered with the Agent;
+        `tools` (Python functions, `@tool`-decorated or plain) become one FunctionTools source."""
         self._outputs_dir: tempfile.TemporaryDirectory[str] | None = None
         self._notices_seen = 0
         """Server notices already written to a run's trace."""
@@ -208,7 +218,7 @@ class Agent:
                 await stack.enter_async_context(self)
             run = AgentRun(self, prompt, trace_path=trace_path,
                            history=[dict(m) for m in history] if history else None,
-                           sinks=[on_event] if on_event else [])
+                           sinks=[*([on_event] if on_event else []), *self._observers])
             yield await stack.enter_async_context(run)
 
     async def run(
