@@ -320,7 +320,9 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))
     else:
-        if result.answer:
+        if result.output is not None:  # a task with output_schema: its validated answer, as JSON
+            print(json.dumps(result.output, indent=2, ensure_ascii=False))
+        elif result.answer:
             print(result.answer)
         if result.error:
             print(f"agent: error: {result.error}", file=sys.stderr)

@@ -47,6 +47,10 @@ class ContextOverflowError(AgentError):
     """The next prompt cannot fit the model's context window, even after compaction: it is not sent."""
 
 
+class OutputRejectedError(AgentError):
+    """The model gave no structured output that validates, within the allowed retries."""
+
+
 class ToolServerError(AgentError):
     """An MCP server could not be started or connected."""
 

@@ -28,6 +28,8 @@ class RunStarted(_Event):
     tools: list[str] = []
     limits: dict[str, Any] = {}
     task: str | None = None
+    parent_run_id: str | None = Field(
+        default=None, description="the run whose tool call started this one (a sub-agent's run), if any")
 
 
 class ThinkChosen(_Event):
@@ -143,6 +145,24 @@ class RunFinished(_Event):
     error: str | None = None
     error_info: RunError | None = None
     think: dict[str, ModeStats] = {}
+    output: Any = None
+    """The structured output as JSON data, when the run had an output type."""
+
+
+class SubagentRun(_Event):
+    """A sub-agent's run that one of this run's tool calls started (agent.subagents); its usage and cost are
+    included in this run's totals."""
+
+    type: Literal["subagent_run"] = "subagent_run"
+    step: int
+    tool: str
+    run_id: str
+    trace_path: str | None = None
+    stop_reason: StopReason
+    steps: int
+    usage: Usage
+    cost: float
+    error: str | None = None
 
 
 class ServerNotice(_Event):
@@ -169,7 +189,8 @@ class Graded(_Event):
 
 Event = Annotated[
     RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
-    | ToolResult | ToolsChanged | ContextCompacted | ErrorEvent | ServerNotice | RunFinished | Graded,
+    | ToolResult | ToolsChanged | ContextCompacted | ErrorEvent | ServerNotice | SubagentRun | RunFinished
+    | Graded,
     Field(discriminator="type"),
 ]
 

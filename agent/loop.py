@@ -19,7 +19,7 @@ from agent.tools.local import CLAIM_DONE
 from agent.tools.results import ToolOutcome, error_outcome
 
 from .context import SUMMARY_SYSTEM, ContextKeeper, Conversation, is_context_error, transcript
-from .errors import BadRequestError
+from .errors import BadRequestError, OutputRejectedError
 from .events import (
     ContextCompacted,
     Event,
@@ -36,6 +36,7 @@ from .events import (
 from .hooks import Hooks, ModelRequestInfo, StepRecord, StopRun, ToolCallRequest
 from .limits import Limits
 from .models.base import AssistantTurn, DeltaFn, ModelClient, ToolCall, dumps
+from .output import FINAL_RESULT, OutputInvalid, OutputSpec
 from .result import StopReason
 from .think import RunState, ThinkMode, ThinkPolicy, ToolOutcomeSummary, call_key
 from .usage import ModeStats, Usage
@@ -51,12 +52,14 @@ class Stop(Exception):
     """Ends the run with a stop reason (and the answer, when there is one; a hook's reason for `stopped`)."""
 
     def __init__(self, reason: StopReason, answer: str | None = None, detail: str | None = None,
-                 record: StepRecord | None = None):
+                 record: StepRecord | None = None, output: Any = None):
         super().__init__(reason)
         self.reason = reason
         self.answer = answer
         self.detail = detail
         self.record = record
+        self.output = output
+        """The validated structured output, when the run has an output type."""
         """The step that ended the run, when one did (an answer, claim_done)."""
 
 
@@ -82,8 +85,11 @@ class AgentLoop:
         context: ContextKeeper,
         hooks: Sequence[Hooks] = (),
         run_context: RunContext | None = None,
+        output: OutputSpec | None = None,
     ):
         self.hooks = list(hooks)
+        self.output = output
+        self._output_failures = 0
         self.ctx = run_context
         self.model = model
         self.context = context
@@ -94,7 +100,7 @@ class AgentLoop:
         self.emit = emit
         self.totals = LoopTotals()
         # Serialised once: the tool list is part of the byte-stable prompt prefix.
-        self._tools_json = dumps(hub.openai_tools) if hub.openai_tools else None
+        self._tools_json = self._serialise_tools()
         context.set_tools(self._tools_json)
         self._state = RunState(step=0, max_steps=limits.max_steps, new_user_message=True,
                                max_invalidates_cache=model.profile.max_invalidates_cache)
@@ -110,7 +116,7 @@ class AgentLoop:
         step = totals.steps
         if self.hub.tools_changed and await self.hub.refresh():
             # Applied only here, between steps: the prompt prefix changes once, when a server asked for it.
-            self._tools_json = dumps(self.hub.openai_tools) if self.hub.openai_tools else None
+            self._tools_json = self._serialise_tools()
             self.context.set_tools(self._tools_json)
             self.emit(ToolsChanged(step=step, version=self.hub.tools_version, tools=[t.name for t in self.hub.tools]))
         self._state.step = step
@@ -144,7 +150,17 @@ class AgentLoop:
         record = StepRecord(step, mode, choice.reason, turn, cost, turn.tool_calls)
         if not turn.tool_calls:
             await self._after_step(record)
-            raise Stop(StopReason.answer, turn.content, record=record)
+            if self.output is None:
+                raise Stop(StopReason.answer, turn.content, record=record)
+            try:
+                value = self.output.from_text(turn.content)
+            except OutputInvalid as invalid:
+                self._output_rejected(str(invalid))
+                self.conversation.append({"role": "user", "content": (
+                    f"Your answer was not accepted: {invalid}. Call {FINAL_RESULT} with the answer as its "
+                    "arguments, matching its schema.")})
+                return record
+            raise Stop(StopReason.answer, turn.content, record=record, output=value)
         if totals.tool_calls + len(turn.tool_calls) > limits.max_tool_calls:
             raise Stop(StopReason.max_tool_calls, turn.content or None)
         totals.tool_calls += len(turn.tool_calls)
@@ -155,7 +171,40 @@ class AgentLoop:
         for call, outcome in zip(turn.tool_calls, outcomes, strict=True):
             if call.name == CLAIM_DONE and not outcome.is_error:
                 raise Stop(StopReason.claim_done, _claim_summary(call) or turn.content or None, record=record)
+            if call.name == FINAL_RESULT and self.output is not None:
+                if not outcome.is_error:
+                    raise Stop(StopReason.answer, turn.content or outcome.text, record=record,
+                               output=outcome.structured)
+                self._output_rejected(outcome.text)
         return record
+
+    # -- structured output -----------------------------------------------------------------------
+
+    def _serialise_tools(self) -> bytes | None:
+        """The tool list, serialised once (part of the byte-stable prompt prefix); final_result last."""
+        tools = self.hub.openai_tools
+        if self.output is not None:
+            tools = [*tools, self.output.openai_tool()]
+        return dumps(tools) if tools else None
+
+    def _final_result(self, call: ToolCall) -> ToolOutcome:
+        """Validate a final_result call: accepted (the value rides in `structured`), or the reasons."""
+        assert self.output is not None
+        try:
+            value = self.output.from_arguments(call.arguments)
+        except OutputInvalid as invalid:
+            return error_outcome(f"The final result was not accepted: {invalid}. Call {FINAL_RESULT} again with "
+                                 "arguments that match its schema.")
+        return ToolOutcome(text="Final result accepted.", structured=value)
+
+    def _output_rejected(self, why: str) -> None:
+        """Count an invalid output; past the retries the run ends with an error."""
+        assert self.output is not None
+        self._output_failures += 1
+        if self._output_failures > self.output.max_retries:
+            raise OutputRejectedError(
+                f"the model gave no valid structured output in {self._output_failures} tries "
+                f"(output retries: {self.output.max_retries}); the last problem: {why}")
 
     # -- hooks -------------------------------------------------------------------------------------
 
@@ -187,6 +236,8 @@ class AgentLoop:
 
     async def _call_tool(self, step: int, call: ToolCall) -> ToolOutcome:
         """Run one call through the hooks: before (allow / deny / rewrite), the call, after (rewrite)."""
+        if call.name == FINAL_RESULT and self.output is not None:
+            return self._final_result(call)  # the framework's own answer channel, not a tool to guard
         if not self.hooks:
             return await self.hub.call(call.name, call.arguments)
         assert self.ctx is not None

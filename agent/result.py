@@ -54,6 +54,9 @@ class RunResult(BaseModel):
     error: str | None = None
     """The error's message (or a hook's StopRun reason); `error_info` has it typed."""
     error_info: RunError | None = None
+    output: Any = None
+    """The validated structured output (an instance of the output type; JSON data when read from a trace or
+    with a JSON-schema output), when the run had one and finished with it."""
     think: dict[str, ModeStats] = Field(default_factory=dict, description="Steps, reasoning tokens and time per think mode")
     trace_path: Path | None = None
     messages: list[dict[str, Any]] = Field(default_factory=list, description="The conversation, canonical form")

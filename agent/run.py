@@ -22,6 +22,7 @@ from .errors import AgentError
 from .events import ErrorEvent, Event, RunFinished, RunStarted, ServerNotice
 from .hooks import StepRecord
 from .loop import AgentLoop, LoopTotals, Stop
+from .output import OutputSpec
 from .result import RunError, RunResult, StopReason
 from .think import policy_label
 from .trace import TraceWriter
@@ -60,8 +61,11 @@ class AgentRun:
     """
 
     def __init__(self, agent: Agent, prompt: str, *, trace_path: str | Path | None = None,
-                 history: Sequence[dict[str, Any]] | None = None, sinks: Sequence[EventSink] = ()):
+                 history: Sequence[dict[str, Any]] | None = None, sinks: Sequence[EventSink] = (),
+                 output: OutputSpec | None = None):
         self.agent = agent
+        self.output = output
+        """What the run must produce (a final_result call that validates), when it has an output type."""
         self.prompt = prompt
         self.run_id = uuid.uuid4().hex[:12]
         self.trace_path = Path(trace_path) if trace_path else agent.default_trace_path(self.run_id)
@@ -135,7 +139,7 @@ class AgentRun:
         for server, text in agent.take_notices(self):
             self.notice(server, text)
         loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=agent.policy, limits=agent.limits,
-                         emit=self.emit, context=keeper, hooks=agent.hooks)
+                         emit=self.emit, context=keeper, hooks=agent.hooks, output=self.output)
         self.context = RunContext(run_id=self.run_id, workspace=agent.workspace, emit=self.emit, totals=loop.totals)
         loop.ctx = self.context
         self._loop = loop
@@ -205,11 +209,12 @@ class AgentRun:
             error = RunError(kind="StopRun", message=stop.detail, step=loop.totals.steps or None)
         message = None if error is None else error.message
         totals = loop.totals
+        output_json = None if stop.output is None or self.output is None else self.output.output_json(stop.output)
         event = RunFinished(
             run_id=self.run_id, answer=stop.answer, stop_reason=stop.reason, steps=totals.steps,
             tool_calls=totals.tool_calls, usage=totals.usage, cost=round(totals.cost, 8),
             duration_s=round(time.perf_counter() - self._started, 3), error=message, error_info=error,
-            think=totals.think,
+            think=totals.think, output=output_json,
         )
         self.emit(event)
         if self._trace is not None:
@@ -218,5 +223,5 @@ class AgentRun:
             run_id=self.run_id, answer=event.answer, stop_reason=event.stop_reason, steps=event.steps,
             tool_calls=event.tool_calls, usage=event.usage, cost=event.cost, duration_s=event.duration_s,
             error=message, error_info=error, think=event.think, trace_path=self.trace_path,
-            messages=conversation.messages,
+            messages=conversation.messages, output=stop.output,
         )

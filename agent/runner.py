@@ -16,13 +16,14 @@ from agent.tools.local import LocalTool, claim_done_tool, context_status_tool, o
 from agent.tools.source import ToolSource
 
 from .context import ContextConfig
-from .errors import AgentError
+from .errors import AgentError, ConfigError
 from .function_tools import FunctionTool, FunctionTools
 from .hooks import Hooks
 from .limits import Limits
 from .models.base import ModelClient
 from .models.client import ChatModel
 from .models.config import ModelConfig, parse_model
+from .output import OutputSpec
 from .result import RunResult
 from .run import CURRENT_RUN, AgentRun, EventSink
 from .stream import EventStream
@@ -66,6 +67,9 @@ class Agent:
         context: ContextConfig | Mapping[str, Any] | None = None,
         workspace: str | Path | None = None,
         telemetry: Any | bool | None = None,
+        output_type: Any = None,
+        output_schema: Mapping[str, Any] | None = None,
+        output_retries: int = 2,
     ):
         self._model_instance: ModelClient | None = None
         self.model_config: ModelConfig | None = None
@@ -82,6 +86,9 @@ class Agent:
         self.workspace = Path(workspace) if workspace is not None else None
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self.hooks = list(hooks)
+        self.output_retries = output_retries
+        self.output: OutputSpec | None = _output_spec(output_type, output_schema, output_retries)
+        """What runs must produce: a final_result call whose arguments validate (RunResult.output)."""
         self._observers: list[EventSink] = []
         """Sinks every run's events also go to (OpenTelemetry spans)."""
         if telemetry:
@@ -112,7 +119,7 @@ class Agent:
         options: dict[str, Any] = dict(
             model=task.model, servers=task.all_servers(), think=task.think, limits=task.limits,
             system=task.system, claim_done=task.claim_done, name=task.name, context=task.context,
-            workspace=task.workdir,
+            workspace=task.workdir, output_schema=task.output_schema,
         )
         options.update(overrides)
         return cls(**options)
@@ -207,6 +214,7 @@ class Agent:
         trace_path: str | Path | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
         on_event: EventSink | None = None,
+        output_type: Any = None,
     ) -> AsyncIterator[AgentRun]:
         """Step through a run: `async with agent.iter(prompt) as run: async for step in run: ...`.
 
@@ -216,9 +224,11 @@ class Agent:
         async with AsyncExitStack() as stack:
             if self._stack is None:
                 await stack.enter_async_context(self)
+            output = self.output if output_type is None else OutputSpec.of_type(output_type,
+                                                                               max_retries=self.output_retries)
             run = AgentRun(self, prompt, trace_path=trace_path,
                            history=[dict(m) for m in history] if history else None,
-                           sinks=[*([on_event] if on_event else []), *self._observers])
+                           sinks=[*([on_event] if on_event else []), *self._observers], output=output)
             yield await stack.enter_async_context(run)
 
     async def run(
@@ -228,6 +238,7 @@ class Agent:
         trace_path: str | Path | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
         on_event: EventSink | None = None,
+        output_type: Any = None,
     ) -> RunResult:
         """Run the agent on `prompt` until it answers or a limit stops it.
 
@@ -235,7 +246,8 @@ class Agent:
         the run with `stop_reason="error"` and the message in `error` (typed in `error_info`); bad
         configuration raises.
         """
-        async with self.iter(prompt, trace_path=trace_path, history=history, on_event=on_event) as run:
+        async with self.iter(prompt, trace_path=trace_path, history=history, on_event=on_event,
+                             output_type=output_type) as run:
             return await run.run_to_end()
 
     def stream(
@@ -247,6 +259,16 @@ class Agent:
         cancels the run and closes what it opened. Plain `async for` works too (see `EventStream`).
         """
         return EventStream(lambda sink: self.run(prompt, trace_path=trace_path, history=history, on_event=sink))
+
+
+def _output_spec(output_type: Any, output_schema: Mapping[str, Any] | None, retries: int) -> OutputSpec | None:
+    if output_type is not None and output_schema is not None:
+        raise ConfigError("give output_type (a Python type) or output_schema (a JSON schema), not both")
+    if output_type is not None:
+        return OutputSpec.of_type(output_type, max_retries=retries)
+    if output_schema is not None:
+        return OutputSpec.of_schema(output_schema, max_retries=retries)
+    return None
 
 
 def _output_path(output_id: str) -> Path | None:

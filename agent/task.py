@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .grade_spec import GradeSpec
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
+from .output import OutputSpec
 from .think import think_policy
 
 DEFAULT_MODEL = "deepseek:deepseek-flash"
@@ -47,6 +48,9 @@ class TaskSpec(BaseModel):
         default_factory=list, description="Our servers to add, pointed at the workspace (files, shell) automatically"
     )
     claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
+    output_schema: dict[str, Any] | None = Field(
+        None, description="A JSON schema the final answer must match: the model gives it by calling a final_result "
+        "tool, it is validated (invalid answers are sent back, twice at most) and reported as the result's output")
     demo: Path | None = Field(
         None, description="Scripted model turns (YAML) used offline when no API key or model server is available"
     )
@@ -63,6 +67,13 @@ class TaskSpec(BaseModel):
     @classmethod
     def _think(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         think_policy(value)  # validated here so errors name the task file
+        return value
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            OutputSpec.of_schema(value)  # a schema that is not one fails here, naming the task file
         return value
 
     @field_validator("servers", mode="before")

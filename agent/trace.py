@@ -65,7 +65,7 @@ def result_from_trace(path: str | Path) -> RunResult:
         return RunResult(
             run_id=finished.run_id, answer=finished.answer, stop_reason=finished.stop_reason,
             steps=finished.steps, tool_calls=finished.tool_calls, usage=finished.usage, cost=finished.cost,
-            duration_s=finished.duration_s, error=finished.error, error_info=finished.error_info,
+            duration_s=finished.duration_s, error=finished.error, error_info=finished.error_info, output=finished.output,
             think=finished.think, trace_path=Path(path),
         )
     responses = [e for e in events if isinstance(e, ModelResponse)]
