@@ -47,6 +47,11 @@ _EXPORTS = {
     "StopRun": ".hooks",
     "ToolCallRequest": ".hooks",
     "ToolDecision": ".hooks",
+    "Approval": ".approvals",
+    "ApprovalPolicy": ".approvals",
+    "terminal_prompt": ".approvals",
+    "AgentTool": ".subagents",
+    "SubagentRun": ".events",
     "FunctionTool": ".function_tools",
     "FunctionTools": ".function_tools",
     "tool": ".function_tools",
@@ -91,6 +96,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .approvals import Approval, ApprovalPolicy, terminal_prompt
     from .errors import (
         AgentError,
         BadRequestError,
@@ -115,6 +121,7 @@ if TYPE_CHECKING:
         RunFinished,
         RunStarted,
         ServerNotice,
+        SubagentRun,
         ThinkChosen,
         ToolCallInfo,
         ToolCallStarted,
@@ -137,6 +144,7 @@ if TYPE_CHECKING:
     from .run import AgentRun, RunContext
     from .runner import DEFAULT_SYSTEM_PROMPT, Agent
     from .stream import EventStream
+    from .subagents import AgentTool
     from .task import TaskSpec, load_task
     from .think import FixedThink, RunState, ThinkChoice, ThinkMode, ThinkPolicy
     from .tools.local import LocalTool
@@ -146,6 +154,11 @@ if TYPE_CHECKING:
     from .usage import Usage
 
 __all__ = [
+    "Approval",
+    "ApprovalPolicy",
+    "terminal_prompt",
+    "AgentTool",
+    "SubagentRun",
     "FunctionTool",
     "FunctionTools",
     "tool",

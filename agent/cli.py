@@ -13,6 +13,7 @@ from typing import Literal
 
 import anyio
 
+from .approvals import policy_for_cli
 from .errors import AgentError, ConfigError, ToolServerError
 from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_as_ctrl_c
 from .models.config import MODEL_SYNTAX, parse_model
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-reasoning", action="store_true", help="do not show streamed reasoning")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--keep-workspace", action="store_true", help="keep the task's workspace after the run")
+    run.add_argument("--approve", choices=["ask", "destructive", "never"], default="never",
+                     help="ask on the terminal before tool calls: ask = every tool not marked read-only; "
+                     "destructive = tools marked destructive, or unmarked and not read-only; never (default)")
 
     sub.add_parser("eval", add_help=False,
                    help="run tasks as a benchmark suite: workers, repeats, graders, reports (agent eval --help)")
@@ -316,7 +320,9 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
             task = bind_workspace(task, workspace.path)
             if workspace.keep:
                 print(f"workspace: {workspace.path} (kept)", file=sys.stderr)
-        result = await Agent.from_task(task).run(task.prompt, trace_path=args.trace, on_event=renderer)
+        policy = policy_for_cli(args.approve)
+        result = await Agent.from_task(task, hooks=[policy] if policy else []).run(
+            task.prompt, trace_path=args.trace, on_event=renderer)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))
     else:

@@ -131,8 +131,10 @@ class AgentRun:
         self._started = time.perf_counter()
         if agent.limits.wall_time_s is not None:
             self._deadline = anyio.current_time() + agent.limits.wall_time_s
+        parent = CURRENT_RUN.get()  # a run started from another run's tool call (a sub-agent) names it
         self.emit(RunStarted(
-            run_id=self.run_id, prompt=prompt, model=model.label, profile=model.profile.name,
+            run_id=self.run_id, parent_run_id=parent.run_id if parent is not None else None,
+            prompt=prompt, model=model.label, profile=model.profile.name,
             think=policy_label(agent.policy), servers=hub.servers, failed_servers=dict(hub.failures),
             tools=[t.name for t in hub.tools], limits=agent.limits.model_dump(), task=agent.name,
         ))

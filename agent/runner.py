@@ -27,6 +27,7 @@ from .output import OutputSpec
 from .result import RunResult
 from .run import CURRENT_RUN, AgentRun, EventSink
 from .stream import EventStream
+from .subagents import AgentTool
 from .task import DEFAULT_MODEL, TaskSpec
 from .telemetry import OpenTelemetryTracer
 from .think import ThinkMode, ThinkPolicy, think_policy
@@ -167,6 +168,11 @@ class Agent:
     def tools(self) -> list[str]:
         """Names of the tools offered to the model (inside `async with`)."""
         return [t.name for t in self._hub.tools] if self._hub else []
+
+    def as_tool(self, name: str, description: str) -> AgentTool:
+        """This agent as one tool `<name>(task)` of another agent: each call is a run of this agent (own model,
+        think policy and servers), its trace linked to the caller's run, its usage and cost added to it."""
+        return AgentTool(self, name, description)
 
     # -- what runs share -------------------------------------------------------------------
 

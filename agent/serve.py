@@ -19,14 +19,17 @@ from typing import Annotated, Any, Literal
 import anyio
 import platformdirs
 from mcp.server import MCPServer
+from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.runtime.workspace import Workspace
 from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, parse_host_port, url_of
 
+from .approvals import Approval, ApproveMode, Confirm, approval_preset, describe_call
 from .errors import AgentError, ConfigError
 from .events import (
     ErrorEvent,
@@ -39,6 +42,7 @@ from .events import (
     ToolCallStarted,
     ToolResult,
 )
+from .hooks import ToolCallRequest
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .result import RunResult, StopReason
@@ -64,6 +68,13 @@ _SHORT = 200
 
 ThinkName = Literal["auto", "none", "high", "max"]
 DEFAULT_BUILTIN_SERVERS: list[Literal["files", "shell", "web"]] = ["files", "shell"]
+_STRICTNESS: list[ApproveMode] = ["never", "destructive", "ask"]
+_APPROVE_HELP = (
+    "Ask the user, through this host (MCP elicitation), before the agent's tool calls: ask = every call to a tool "
+    "not marked read-only, destructive = calls that may delete or overwrite (marked destructive, or unmarked and "
+    "not read-only), never = none. A refused call is reported to the agent. Default and minimum: the server "
+    "config's `approve` (never unless it says otherwise)"
+)
 
 
 # -- configuration -----------------------------------------------------------------------------------------
@@ -80,6 +91,8 @@ class ServeConfig(TaskSpec):
     prompt: str = Field("", description="Ignored: each run's prompt comes from the host")
     runs_dir: Path | None = Field(None, description="Where traces are written and read back (default: the "
                                   "per-user state folder, see default_runs_dir)")
+    approve: ApproveMode = Field("never", description="Approvals asked of the host's user before tool calls "
+                                 "(ask, destructive, never); a run's `approve` argument may ask more, never less")
 
 
 def default_runs_dir() -> Path:
@@ -230,6 +243,13 @@ class AgentService:
         if self.default_model:
             return parse_model(self.default_model, where="--model")
         return parse_model(os.environ.get("AGENT_MODEL") or DEFAULT_MODEL, where="AGENT_MODEL")
+
+    def approve_mode(self, asked: ApproveMode | None) -> ApproveMode:
+        """The stricter of a run's `approve` argument and the config's: a host's model cannot ask less."""
+        floor = self.config.approve
+        if asked is None:
+            return floor
+        return max(floor, asked, key=_STRICTNESS.index)
 
     async def prepare(self, task: TaskSpec, stack: AsyncExitStack, workspace: Path | None = None) -> TaskSpec:
         """Bind the task to its workspace as `agent run` does, and offer that folder as the MCP root.
@@ -428,12 +448,14 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
         return CallToolResult(content=[TextContent(type="text", text=output.summary())],
                               structured_content=output.model_dump(mode="json"))
 
-    async def execute(stack: AsyncExitStack, task: TaskSpec, ctx: Context, make_agent: Callable[[TaskSpec], Any],
+    async def execute(stack: AsyncExitStack, task: TaskSpec, ctx: Context, approve: ApproveMode | None,
                       workspace: Path | None = None, scripted_demo: bool = False) -> CallToolResult:
         try:
             task = await service.prepare(task, stack, workspace)
             progress = ProgressReporter(ctx.report_progress, task.limits.max_steps)
-            run = await service.execute(make_agent(task), task.prompt, progress)
+            policy = approval_preset(service.approve_mode(approve), ask_host(ctx), where="approve")
+            agent = Agent.from_task(task, trace_dir=service.runs_dir, hooks=[policy] if policy else [])
+            run = await service.execute(agent, task.prompt, progress)
         except AgentError as exc:  # bad configuration, a server that would not start, a model that is unreachable
             raise ToolError(str(exc)) from None
         return result(RunOutput.of(run, scripted_demo=scripted_demo))
@@ -455,6 +477,7 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
         max_tool_calls: Annotated[int | None, Field(ge=0, description="Most tool calls")] = None,
         wall_time_s: Annotated[float | None, Field(gt=0, description="Seconds for the whole run")] = None,
         max_total_tokens: Annotated[int | None, Field(ge=1, description="Prompt + completion tokens")] = None,
+        approve: Annotated[ApproveMode | None, Field(description=_APPROVE_HELP)] = None,
     ) -> Annotated[CallToolResult, RunOutput]:
         """Run the DeepSeek V4 agent on a prompt with the configured MCP servers; returns its answer, stop reason,
         usage, cost and trace path. Progress notifications follow each step; cancelling the call stops the run."""
@@ -469,7 +492,7 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
         except ConfigError as exc:
             raise ToolError(str(exc)) from None
         async with AsyncExitStack() as stack:
-            return await execute(stack, task, ctx, lambda t: Agent.from_task(t, trace_dir=service.runs_dir), root)
+            return await execute(stack, task, ctx, approve, root)
 
     @server.tool(title="Run a task file",
                  annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=True))
@@ -483,6 +506,7 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
         demo: Annotated[bool, Field(
             description="Replay the task's scripted demo offline (also done when the model's API key is not set)"
         )] = False,
+        approve: Annotated[ApproveMode | None, Field(description=_APPROVE_HELP)] = None,
     ) -> Annotated[CallToolResult, RunOutput]:
         """Run a task file (its prompt, model, servers and limits) and return the answer, stop reason, usage, cost
         and trace path. Progress notifications follow each step; cancelling the call stops the run."""
@@ -501,8 +525,7 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
             scripted = await _scripted_demo(task, demo and not model, stack)
             if scripted is not None:
                 task = task.model_copy(update={"model": parse_model(scripted)})
-            return await execute(stack, task, ctx, lambda t: Agent.from_task(t, trace_dir=service.runs_dir),
-                                 scripted_demo=scripted is not None)
+            return await execute(stack, task, ctx, approve, scripted_demo=scripted is not None)
 
     @server.tool(title="List past runs", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     def list_runs(
@@ -526,6 +549,38 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
             raise ToolError(str(exc)) from None
 
     return server
+
+
+class ApproveCall(BaseModel):
+    """The form a host shows before one of the agent's tool calls."""
+
+    approve: bool = Field(description="Let the agent make this call")
+    always: bool = Field(False, description="Also allow its later calls to this tool in this run without asking")
+
+
+def ask_host(ctx: Context) -> Confirm:
+    """Approvals asked of the host's user by MCP elicitation (a form: approve, always). Push requests exist only
+    on handshake-era connections (up to 2025-11-25); on 2026-07-28 a question would need the host to retry the
+    whole `run` call (InputRequiredResult), which a run in progress cannot do, so such calls are refused."""
+
+    async def confirm(call: ToolCallRequest) -> Approval:
+        capabilities = ctx.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return Approval.no("the user could not be asked: the MCP host does not support elicitation")
+        try:
+            reply = await ctx.elicit(f"The agent wants to call {describe_call(call)}. Allow it?", ApproveCall)
+        except NoBackChannelError:
+            return Approval.no("the user could not be asked: the MCP host's connection (protocol 2026-07-28) "
+                             "carries no questions from the server")
+        except (MCPError, ValueError) as exc:  # the host failed the request, or answered outside the form
+            return Approval.no(f"the user could not be asked: {exc}")
+        if isinstance(reply, AcceptedElicitation):
+            if not reply.data.approve:
+                return Approval.no()
+            return Approval.always() if reply.data.always else Approval.yes()
+        return Approval.no("the user declined" if reply.action == "decline" else "the user cancelled the question")
+
+    return confirm
 
 
 async def _scripted_demo(task: TaskSpec, asked: bool, stack: AsyncExitStack) -> str | None:

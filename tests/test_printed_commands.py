@@ -583,7 +583,7 @@ EXPECTED: dict[str, Check] = {
         "deepseek-v4-flash", setup=lambda s: shutil.copy2(QUICKSTART / "demo.yaml", s.cwd / "script.yaml")),
     # README, CLI
     "agent run TASK.yaml [--model M] [--think auto|none|high|max] [--trace PATH] [--max-steps N] [--demo] [--quiet] "
-    "[--no-reasoning] [--json] [--keep-workspace]": synopsis(["agent run"], {
+    "[--no-reasoning] [--json] [--keep-workspace] [--approve ask|destructive|never]": synopsis(["agent run"], {
         "agent run examples/quickstart/task.yaml --think none --max-steps 5 --trace t.jsonl --demo --no-reasoning":
             exits_0(QUICKSTART_ANSWER, "trace: t.jsonl")}),
     "agent eval PATH... [-j N] [-k K] [--resume] [--out DIR] [--scripted NAME]": synopsis(["agent eval"], {

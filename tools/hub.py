@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,11 @@ class ToolHub:
         # Local tools are the last source: their names are reserved, and they come last in the list.
         self._sources: list[ToolSource] = [*sources, LocalTools(local_tools)]
         self._source_tools: list[list[SourceTool]] = [[] for _ in self._sources]
-        self._source_stack = AsyncExitStack()
+        self._sources_stop = anyio.Event()
+        self._sources_done: list[anyio.Event] = []
+        self._source_scopes: list[anyio.CancelScope] = []
+        """Each source lives in a task of its own in the hub's task group, entered and exited there: a source may
+        hold task groups of its own (an Agent offered as a tool), which must exit where they were entered."""
         self._stderr_dir_arg = stderr_dir
         self._stderr_dir: Path | None = None
         self._owns_stderr_dir = False
@@ -186,8 +189,15 @@ class ToolHub:
             for sup in self._supervisors.values():
                 task_group.start_soon(sup.run, self._stderr_dir, name=f"mcp-server:{sup.name}")
             # Sources are entered while the servers start.
+            failed: list[BaseException] = []
             for source in self._sources:
-                await self._source_stack.enter_async_context(source)
+                entered, done = anyio.Event(), anyio.Event()
+                self._sources_done.append(done)
+                task_group.start_soon(self._hold_source, source, entered, done, failed,
+                                      name=f"tool-source:{type(source).__name__}")
+                await entered.wait()
+                if failed:
+                    raise failed[0]
             source_tools = [list(source.list_tools()) for source in self._sources]
             self._check_source_tools(source_tools)
             self._source_tools = source_tools
@@ -216,20 +226,50 @@ class ToolHub:
             return
         for sup in self._supervisors.values():
             sup.stop()
+        self._sources_stop.set()
         try:
             # Shielded so Ctrl-C or a cancelled run still lets every source and server shut down properly.
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
-                await self._source_stack.__aexit__(*exc_info)
+                for done in self._sources_done:
+                    await done.wait()
+            for scope in self._source_scopes:
+                scope.cancel()  # no-op for sources that closed; the rest are past CLOSE_TIMEOUT
         finally:
             try:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
                     for sup in self._supervisors.values():
                         await sup.done.wait()
-                if not all(sup.done.is_set() for sup in self._supervisors.values()):
+                if not all(e.is_set() for e in [*(s.done for s in self._supervisors.values()), *self._sources_done]):
                     task_group.cancel_scope.cancel()
                 await task_group.__aexit__(None, None, None)
             finally:
                 self._remove_stderr_dir()
+
+    async def _hold_source(self, source: ToolSource, entered: anyio.Event, done: anyio.Event,
+                           failed: list[BaseException]) -> None:
+        """Enter `source`, keep it until the hub closes, exit it; a failure to enter is handed to __aenter__.
+
+        One shielded scope around all of it: the hub, not an outer cancellation, says when the source goes (so
+        it closes properly on Ctrl-C too), and the source's own scopes are entered and exited inside that one
+        scope. `_close` cancels it when closing takes longer than CLOSE_TIMEOUT.
+        """
+        with anyio.CancelScope(shield=True) as scope:
+            self._source_scopes.append(scope)
+            try:
+                try:
+                    await source.__aenter__()
+                except Exception as exc:
+                    failed.append(exc)
+                    return
+                finally:
+                    entered.set()
+                await self._sources_stop.wait()
+                try:
+                    await source.__aexit__(None, None, None)
+                except Exception as exc:  # a source that fails to close must not take the hub down
+                    logger.warning("tool source %s failed to close: %s", type(source).__name__, exc)
+            finally:
+                done.set()
 
     def _open_stderr_dir(self) -> None:
         if not any(s.spec.transport == "stdio" for s in self._supervisors.values()):
