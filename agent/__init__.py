@@ -51,6 +51,8 @@ _EXPORTS = {
     "ApprovalPolicy": ".approvals",
     "terminal_prompt": ".approvals",
     "AgentTool": ".subagents",
+    "Session": ".session",
+    "SessionTurn": ".session",
     "SubagentRun": ".events",
     "FunctionTool": ".function_tools",
     "FunctionTools": ".function_tools",
@@ -143,6 +145,7 @@ if TYPE_CHECKING:
     from .result import RunError, RunResult, StopReason
     from .run import AgentRun, RunContext
     from .runner import DEFAULT_SYSTEM_PROMPT, Agent
+    from .session import Session, SessionTurn
     from .stream import EventStream
     from .subagents import AgentTool
     from .task import TaskSpec, load_task
@@ -158,6 +161,8 @@ __all__ = [
     "ApprovalPolicy",
     "terminal_prompt",
     "AgentTool",
+    "Session",
+    "SessionTurn",
     "SubagentRun",
     "FunctionTool",
     "FunctionTools",

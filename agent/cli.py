@@ -9,20 +9,25 @@ import os
 import sys
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
-from typing import Literal
 
 import anyio
 
 from .approvals import policy_for_cli
+from .demo import scripted_demo_if_needed
 from .errors import AgentError, ConfigError, ToolServerError
-from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_as_ctrl_c
+from .interrupts import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_UNFINISHED,
+    sigterm_as_ctrl_c,
+)
 from .models.config import MODEL_SYNTAX, parse_model
 from .render import ConsoleRenderer
 from .task import TaskSpec, bind_workspace, load_task
 from .trace import result_from_trace
 from .version import package_version
-
-EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("eval", add_help=False,
                    help="run tasks as a benchmark suite: workers, repeats, graders, reports (agent eval --help)")
 
-    # serve, server and `vllm serve` are dispatched by main() before this parser; listed here for --help.
+    # chat, serve, server and `vllm serve` are dispatched by main() before this parser; listed here for --help.
+    sub.add_parser("chat", add_help=False,
+                   help="talk with the agent in the terminal; --session FILE keeps the conversation (agent chat --help)")
     sub.add_parser("serve", add_help=False,
                    help="serve the agent itself as an MCP server (stdio or --http; agent serve --help)")
 
@@ -138,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         from .eval.cli import main as eval_main
 
         return eval_main(argv[1:])
+    if argv[:1] == ["chat"]:
+        from .chat import main as chat_main
+
+        return chat_main(argv[1:])
     if argv[:1] == ["serve"]:
         from .serve import main as serve_main
 
@@ -272,39 +283,13 @@ def _run(args: argparse.Namespace) -> int:
     task = task.model_copy(update=updates)
     with ExitStack() as stack, sigterm_as_ctrl_c() as terminated:
         try:
-            task = _scripted_demo_if_needed(task, args, stack)
+            task = scripted_demo_if_needed(task, demo=args.demo, where=str(args.task), stack=stack)
             return anyio.run(_run_async, task, args)
         except KeyboardInterrupt:
             if not terminated():
                 raise
             print("agent: terminated", file=sys.stderr)
             return EXIT_TERMINATED
-
-
-def _scripted_demo_if_needed(task: TaskSpec, args: argparse.Namespace, stack: ExitStack) -> TaskSpec:
-    """Without credentials for the official API, run the task's scripted demo, and say so plainly."""
-    model = task.model
-    missing_key = model.needs_key() and model.resolved_api_key() is None
-    if not (args.demo or missing_key):
-        return task
-    if task.demo is None:
-        if args.demo:
-            raise ConfigError(f"{args.task}: --demo needs a 'demo' field naming a script of model turns")
-        return task  # the model client raises the clear "key is not set" error
-    from .testing import ScriptedModelServer, load_script
-
-    reason = "--demo was given" if args.demo else f"{model.key_env()} is not set"
-    print(
-        f"agent: {reason}: running a SCRIPTED DEMO offline. The model's turns are replayed from {task.demo} by a "
-        "local scripted OpenAI-compatible server; the MCP servers and tools are real. Set DEEPSEEK_API_KEY "
-        "(or --model vllm:http://HOST:8000/v1#MODEL) to run the same task against DeepSeek V4.",
-        file=sys.stderr,
-    )
-    dialect: Literal["deepseek", "vllm"] = "vllm" if model.profile == "vllm" else "deepseek"
-    server = stack.enter_context(
-        ScriptedModelServer(load_script(task.demo), dialect=dialect, model=model.model or "deepseek-v4-flash")
-    )
-    return task.model_copy(update={"model": parse_model(server.model_string)})
 
 
 async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT = 0, 1, 2
+"""A run that finished (answer, claim_done); one that a limit or an error stopped; bad input."""
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 

@@ -26,6 +26,7 @@ from .models.config import ModelConfig, parse_model
 from .output import OutputSpec
 from .result import RunResult
 from .run import CURRENT_RUN, AgentRun, EventSink
+from .session import Session
 from .stream import EventStream
 from .subagents import AgentTool
 from .task import DEFAULT_MODEL, TaskSpec
@@ -168,6 +169,10 @@ class Agent:
     def tools(self) -> list[str]:
         """Names of the tools offered to the model (inside `async with`)."""
         return [t.name for t in self._hub.tools] if self._hub else []
+
+    def session(self, path: str | Path | None) -> Session:
+        """A conversation kept in `path` (JSON): `await session.run(prompt)` continues it and saves it again."""
+        return Session(self, path)
 
     def as_tool(self, name: str, description: str) -> AgentTool:
         """This agent as one tool `<name>(task)` of another agent: each call is a run of this agent (own model,

@@ -535,6 +535,7 @@ HELP_COMMANDS = [
     "agent server --help", "agent server files --help", "agent server shell --help", "agent server web --help",
     "agent vllm --help", "agent vllm serve --help", "agent sandbox --help", "agent sandbox prune --help",
     "agent config --help", "agent config mcp --help", "agent pack --help", "agent scripted-server --help",
+    "agent chat --help",
 ]
 
 EXPECTED: dict[str, Check] = {
@@ -589,6 +590,8 @@ EXPECTED: dict[str, Check] = {
     "agent eval PATH... [-j N] [-k K] [--resume] [--out DIR] [--scripted NAME]": synopsis(["agent eval"], {
         "agent eval examples/suites/offline -j 2 -k 1 --out out --scripted wrong --filter 'csv*'":
             exits_0("pass@1 0.0%", "graders proven: all 1 'wrong' runs failed as expected")}),
+    "agent chat [TASK.yaml] [--model M] [--think auto|none|high|max] [--session FILE]": synopsis(["agent chat"]),
+    "agent chat [TASK.yaml] [--session FILE]": synopsis(["agent chat"]),
     "agent trace PATH": synopsis(["agent trace"], {"agent trace {trace}": traces_a_demo_run()}),
     "agent pack PATH... [--budget N] [--max-file-tokens N] [--include GLOB] [--exclude GLOB] [--out FILE] "
     "[--tokenizer FILE | --tokenize-url URL]": synopsis(["agent pack"], {
