@@ -19,13 +19,12 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .demo import scripted_demo_if_needed
-from .errors import AgentError, ConfigError, ToolServerError
+from .errors import AgentError, ConfigError
 from .interrupts import (
-    EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
-    EXIT_UNFINISHED,
+    error_exit,
     sigterm_as_ctrl_c,
 )
 from .models.config import parse_model
@@ -74,12 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     with sigterm_as_ctrl_c() as terminated:
         try:
             return _chat(args, terminated)
-        except (ConfigError, ToolServerError) as exc:
-            print(f"agent: error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
         except AgentError as exc:
-            print(f"agent: error: {exc}", file=sys.stderr)
-            return EXIT_UNFINISHED
+            return error_exit(exc)
         except KeyboardInterrupt:
             if terminated():
                 print("\nagent: terminated", file=sys.stderr)

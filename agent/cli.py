@@ -14,13 +14,14 @@ import anyio
 
 from .approvals import policy_for_cli
 from .demo import scripted_demo_if_needed
-from .errors import AgentError, ConfigError, ToolServerError
+from .errors import AgentError, ConfigError
 from .interrupts import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
     EXIT_UNFINISHED,
+    error_exit,
     sigterm_as_ctrl_c,
 )
 from .models.config import MODEL_SYNTAX, parse_model
@@ -180,12 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             from .testing import main as serve
 
             return serve([str(args.script), "--dialect", args.dialect, "--model", args.model, "--port", str(args.port)])
-    except (ConfigError, ToolServerError) as exc:
-        print(f"agent: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except AgentError as exc:
-        print(f"agent: error: {exc}", file=sys.stderr)
-        return EXIT_UNFINISHED
+        return error_exit(exc)
     except KeyboardInterrupt:
         print("agent: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

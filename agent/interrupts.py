@@ -1,12 +1,15 @@
-"""How the CLI's long commands stop: SIGTERM takes Ctrl-C's path, and the exit codes that say which came."""
+"""How the CLI commands end: exit codes, SIGTERM taking Ctrl-C's path, and errors reported in one line."""
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+from .errors import AgentError, ConfigError, ToolServerError
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_BAD_INPUT = 0, 1, 2
 """A run that finished (answer, claim_done); one that a limit or an error stopped; bad input."""
@@ -39,3 +42,10 @@ def sigterm_as_ctrl_c() -> Iterator[Callable[[], bool]]:
         yield lambda: received
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def error_exit(exc: AgentError) -> int:
+    """Say `agent: error: ...` on stderr; the exit code: bad input (a task file, a model string, a server that
+    would not start) is EXIT_BAD_INPUT, any other failure EXIT_UNFINISHED."""
+    print(f"agent: error: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT if isinstance(exc, (ConfigError, ToolServerError)) else EXIT_UNFINISHED
