@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-reasoning", action="store_true", help="do not show streamed reasoning")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--keep-workspace", action="store_true", help="keep the task's workspace after the run")
+    run.add_argument("--otel", action="store_true",
+                     help="OpenTelemetry spans for the run (needs the otel extra): the global tracer provider, or one "
+                     "built from OTEL_TRACES_EXPORTER (otlp|console|none), OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME")
     run.add_argument("--approve", choices=["ask", "destructive", "never"], default="never",
                      help="ask on the terminal before tool calls: ask = every tool not marked read-only; "
                      "destructive = tools marked destructive, or unmarked and not read-only; never (default)")
@@ -303,8 +306,14 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
             if workspace.keep:
                 print(f"workspace: {workspace.path} (kept)", file=sys.stderr)
         policy = policy_for_cli(args.approve)
-        result = await Agent.from_task(task, hooks=[policy] if policy else []).run(
-            task.prompt, trace_path=args.trace, on_event=renderer)
+        if args.otel:
+            from .telemetry import (
+                tracing_from_environment,  # here: opentelemetry would slow every `agent` start
+            )
+
+            stack.callback(tracing_from_environment())  # flushed when the run is over
+        agent = Agent.from_task(task, hooks=[policy] if policy else [], telemetry=args.otel or None)
+        result = await agent.run(task.prompt, trace_path=args.trace, on_event=renderer)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))
     else:

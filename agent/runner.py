@@ -29,7 +29,7 @@ from .run import CURRENT_RUN, AgentRun, EventSink
 from .session import Session
 from .stream import EventStream
 from .subagents import AgentTool
-from .task import DEFAULT_MODEL, TaskSpec
+from .task import DEFAULT_MODEL, TaskSpec, load_function, load_task
 from .telemetry import OpenTelemetryTracer
 from .think import ThinkMode, ThinkPolicy, think_policy
 
@@ -122,6 +122,10 @@ class Agent:
             model=task.model, servers=task.all_servers(), think=task.think, limits=task.limits,
             system=task.system, claim_done=task.claim_done, name=task.name, context=task.context,
             workspace=task.workdir, output_schema=task.output_schema,
+            tools=[load_function(ref, where=f"tools[{i}]") for i, ref in enumerate(task.tools)],
+            tool_sources=[cls.from_task(load_task(sub.task, prompt_required=False),
+                                        trace_dir=overrides.get("trace_dir", "runs"))
+                          .as_tool(name, sub.description) for name, sub in task.agents.items()],
         )
         options.update(overrides)
         return cls(**options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -23,6 +25,15 @@ from .think import think_policy
 
 DEFAULT_MODEL = "deepseek:deepseek-flash"
 M = TypeVar("M", bound=BaseModel)
+
+
+class SubAgentSpec(BaseModel):
+    """An agent offered as a tool `<name>(task)` by a task file's `agents:` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Path = Field(description="Its task file (model, think, servers, limits); the prompt comes with each call")
+    description: str = Field(description="What the calling model reads about this agent")
 
 
 class TaskSpec(BaseModel):
@@ -48,6 +59,12 @@ class TaskSpec(BaseModel):
         default_factory=list, description="Our servers to add, pointed at the workspace (files, shell) automatically"
     )
     claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
+    tools: list[str] = Field(
+        default_factory=list, description="Python functions offered as tools, as 'module:function' (a module file "
+        "beside the task file, or an importable module)")
+    agents: dict[str, SubAgentSpec] = Field(
+        default_factory=dict, description="Other agents offered as tools: name -> {task: a task file without a "
+        "prompt of its own (its model, think, servers), description}")
     output_schema: dict[str, Any] | None = Field(
         None, description="A JSON schema the final answer must match: the model gives it by calling a final_result "
         "tool, it is validated (invalid answers are sent back, twice at most) and reported as the result's output")
@@ -91,10 +108,14 @@ class TaskSpec(BaseModel):
         return servers
 
 
-def load_task(path: str | Path) -> TaskSpec:
-    """Read a task file; relative paths inside it are resolved against its folder."""
+def load_task(path: str | Path, *, prompt_required: bool = True) -> TaskSpec:
+    """Read a task file; relative paths inside it are resolved against its folder. Without `prompt_required`
+    (a sub-agent's task file: each call brings the prompt) a missing prompt is empty."""
     path = Path(path)
-    spec = validate_file(path, TaskSpec, read_yaml_mapping(path, "task file", "at least a 'prompt' field"))
+    data = read_yaml_mapping(path, "task file", "at least a 'prompt' field")
+    if not prompt_required:
+        data.setdefault("prompt", "")
+    spec = validate_file(path, TaskSpec, data)
     return resolve_task_paths(spec, path.parent.resolve())
 
 
@@ -155,11 +176,44 @@ def resolve_task_paths(spec: T, base: Path) -> T:
             server = server.model_copy(update={"cwd": str(cwd if cwd.is_absolute() else base / cwd)})
         servers[name] = server
     updates["servers"] = servers
+    updates["agents"] = {name: a if a.task.is_absolute() else a.model_copy(update={"task": base / a.task})
+                         for name, a in spec.agents.items()}
+    updates["tools"] = [_anchor_tool(ref, base) for ref in spec.tools]
     repos = [r if r.path.is_absolute() else r.model_copy(update={"path": base / r.path}) for r in spec.context.repos]
     updates["context"] = spec.context.model_copy(update={"repos": repos})
     if spec.grade is not None:
         updates["grade"] = spec.grade.resolved(base)
     return spec.model_copy(update=updates)
+
+
+def _anchor_tool(ref: str, base: Path) -> str:
+    """`module:function` with a module file beside the task file becomes `/abs/path/module.py:function`."""
+    module, _, function = ref.rpartition(":")
+    if module and not module.endswith(".py") and (base / f"{module.replace('.', '/')}.py").is_file():
+        return f"{base / (module.replace('.', '/') + '.py')}:{function}"
+    return ref
+
+
+def load_function(ref: str, *, where: str = "tools") -> Any:
+    """The function a task file names: `path/to/file.py:name` or `package.module:name`."""
+    module_name, sep, function = ref.rpartition(":")
+    if not sep or not module_name or not function:
+        raise ConfigError(f"{where}: {ref!r}: expected 'module:function'")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"{where}: {ref!r}: cannot import {module_name} ({type(exc).__name__}: {exc})") from None
+    value = getattr(module, function, None)
+    if not callable(value):
+        raise ConfigError(f"{where}: {ref!r}: {module_name} has no function {function!r}")
+    return value
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:

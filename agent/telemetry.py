@@ -7,7 +7,9 @@ OpenTelemetry GenAI semantic conventions; it needs the `otel` extra (`pip instal
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, TracerProvider
 
-__all__ = ["OpenTelemetryTracer"]
+__all__ = ["OpenTelemetryTracer", "tracing_from_environment"]
 
 INSTALL_HINT = "pip install 'deepseek-mcp-agent[otel]'"
 
@@ -366,3 +368,36 @@ def _endpoint(label: str) -> dict[str, Any]:
     except ValueError:
         return {SERVER_ADDRESS: parts.hostname}
     return {SERVER_ADDRESS: parts.hostname, SERVER_PORT: port}
+
+
+def tracing_from_environment() -> Callable[[], None]:
+    """For `agent run --otel`: use the global tracer provider; when nothing has set one up (no
+    `opentelemetry-instrument`), build one from the standard variables: `OTEL_TRACES_EXPORTER` = otlp (default,
+    needs the otlp exporter package; `OTEL_EXPORTER_OTLP_ENDPOINT` and friends are read by it) | console | none,
+    `OTEL_SERVICE_NAME` (default `deepseek-agent`). Returns the function that flushes and shuts it down."""
+    if otel is None:
+        raise ConfigError(f"--otel needs the OpenTelemetry packages, which are not installed: {INSTALL_HINT}")
+    if not isinstance(otel.get_tracer_provider(), otel.ProxyTracerProvider):
+        return lambda: None  # configured already (opentelemetry-instrument, or the embedding program)
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    exporters: list[SpanExporter] = []
+    for name in (n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()):
+        if name == "console":
+            exporters.append(ConsoleSpanExporter(out=sys.stderr))
+        elif name == "otlp":
+            try:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            except ImportError:
+                raise ConfigError(f"OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter: {INSTALL_HINT}") from None
+            exporters.append(OTLPSpanExporter())
+        elif name != "none":
+            raise ConfigError(f"OTEL_TRACES_EXPORTER={name!r}: expected otlp, console or none")
+    service = os.environ.get("OTEL_SERVICE_NAME", "deepseek-agent")
+    provider = SdkTracerProvider(resource=Resource.create({"service.name": service}))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    otel.set_tracer_provider(provider)
+    return provider.shutdown

@@ -584,7 +584,7 @@ EXPECTED: dict[str, Check] = {
         "deepseek-v4-flash", setup=lambda s: shutil.copy2(QUICKSTART / "demo.yaml", s.cwd / "script.yaml")),
     # README, CLI
     "agent run TASK.yaml [--model M] [--think auto|none|high|max] [--trace PATH] [--max-steps N] [--demo] [--quiet] "
-    "[--no-reasoning] [--json] [--keep-workspace] [--approve ask|destructive|never]": synopsis(["agent run"], {
+    "[--no-reasoning] [--json] [--keep-workspace] [--approve ask|destructive|never] [--otel]": synopsis(["agent run"], {
         "agent run examples/quickstart/task.yaml --think none --max-steps 5 --trace t.jsonl --demo --no-reasoning":
             exits_0(QUICKSTART_ANSWER, "trace: t.jsonl")}),
     "agent eval PATH... [-j N] [-k K] [--resume] [--out DIR] [--scripted NAME]": synopsis(["agent eval"], {
@@ -592,6 +592,7 @@ EXPECTED: dict[str, Check] = {
             exits_0("pass@1 0.0%", "graders proven: all 1 'wrong' runs failed as expected")}),
     "agent chat [TASK.yaml] [--model M] [--think auto|none|high|max] [--session FILE]": synopsis(["agent chat"]),
     "agent chat [TASK.yaml] [--session FILE]": synopsis(["agent chat"]),
+    "agent run TASK.yaml --otel": synopsis(["agent run"]),
     "agent trace PATH": synopsis(["agent trace"], {"agent trace {trace}": traces_a_demo_run()}),
     "agent pack PATH... [--budget N] [--max-file-tokens N] [--include GLOB] [--exclude GLOB] [--out FILE] "
     "[--tokenizer FILE | --tokenize-url URL]": synopsis(["agent pack"], {
