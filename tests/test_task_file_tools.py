@@ -72,3 +72,15 @@ def test_agent_run_otel_exports_the_runs_spans(tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"name": "invoke_agent' in done.stderr and '"service.name": "otel-test"' in done.stderr
     assert '"gen_ai.operation.name": "chat"' in done.stderr
+
+
+def test_agent_run_approve_ask_refuses_a_call_when_there_is_no_terminal_to_ask(tmp_path):
+    (tmp_path / "mytools.py").write_text(FUNCTIONS)
+    script = [ScriptedTurn(tool_calls=[ScriptedToolCall("add", {"a": 1, "b": 2})]), ScriptedTurn(content="ok")]
+    with ScriptedModelServer(script) as model:
+        (tmp_path / "task.yaml").write_text(yaml.safe_dump(
+            {"prompt": "add", "model": model.model_string, "tools": ["mytools:add"]}))
+        done = run_cli("run", str(tmp_path / "task.yaml"), "--approve", "ask", cwd=tmp_path)  # stdin: not a TTY
+        result = [m["content"] for m in model.requests[-1].body["messages"] if m["role"] == "tool"]
+    assert done.returncode == 0, done.stderr
+    assert len(result) == 1 and "refused" in result[0] and "no terminal to ask" in result[0]
