@@ -30,6 +30,7 @@ from agent.runtime.workspace import Workspace
 from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, parse_host_port, url_of
 
 from .approvals import Approval, ApproveMode, Confirm, approval_preset, describe_call
+from .demo import demo_server
 from .errors import AgentError, ConfigError
 from .events import (
     ErrorEvent,
@@ -57,7 +58,6 @@ from .task import (
     resolve_task_paths,
     validate_file,
 )
-from .testing import ScriptedModelServer, load_script
 from .trace import read_trace
 from .usage import ModeStats, Usage
 from .version import package_version
@@ -585,11 +585,9 @@ def ask_host(ctx: Context) -> Confirm:
 
 async def _scripted_demo(task: TaskSpec, asked: bool, stack: AsyncExitStack) -> str | None:
     """Like `agent run`: without the official API's key (or when asked) replay the task's demo script."""
-    missing_key = task.model.needs_key() and task.model.resolved_api_key() is None
-    if not (asked or missing_key) or task.demo is None:
+    server = demo_server(task, forced=asked)
+    if server is None:
         return None
-    dialect: Literal["deepseek", "vllm"] = "vllm" if task.model.profile == "vllm" else "deepseek"
-    server = ScriptedModelServer(load_script(task.demo), dialect=dialect, model=task.model.model or "deepseek-v4-flash")
     await stack.enter_async_context(server)
     return server.model_string
 
