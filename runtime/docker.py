@@ -100,11 +100,13 @@ def prune_containers(*, everything: bool = False) -> list[str]:
     client = _connect()
     removed = []
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
-            if not everything and _owner_alive(container.labels.get(OWNER_LABEL)):
+        # The low-level list carries ids and labels in one answer; `containers.list` inspects each container
+        # afterwards and fails on one that removed itself in between (auto_remove).
+        for container in client.api.containers(all=True, filters={"label": f"{LABEL}=1"}):
+            if not everything and _owner_alive((container.get("Labels") or {}).get(OWNER_LABEL)):
                 continue
-            if _remove(client, container.id):
-                removed.append(container.id)
+            if _remove(client, container["Id"]):
+                removed.append(container["Id"])
     finally:
         client.close()
     return removed
@@ -561,11 +563,11 @@ class DockerSandbox:
                 ids = [self.container_id] if self.container_id else []
                 if not ids:  # cancelled while creating: find it by its label
                     found = await anyio.to_thread.run_sync(
-                        lambda: client.containers.list(
+                        lambda: client.api.containers(
                             all=True, filters={"label": f"{RUN_LABEL}={self.run_id}"}
                         )
                     )
-                    ids = [c.id for c in found]
+                    ids = [c["Id"] for c in found]
                 for container_id in ids:
                     await anyio.to_thread.run_sync(_remove, client, container_id)
         finally:

@@ -71,7 +71,9 @@ async def sandbox(workspace: Path):
 
 def labelled(client: docker.DockerClient, run_id: str | None = None) -> list[str]:
     label = f"{RUN_LABEL}={run_id}" if run_id else f"{LABEL}=1"
-    return [c.id for c in client.containers.list(all=True, filters={"label": label})]
+    # Low-level list: `containers.list` inspects each container after listing and fails on one that removed
+    # itself in between (auto_remove), which is exactly what these tests wait for.
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
 
 
 # --- the contract -------------------------------------------------------------------------------------

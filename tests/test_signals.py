@@ -163,8 +163,8 @@ def test_sigterm_removes_the_docker_sandbox_containers_of_agent_run(tmp_path):
 
     def containers_of(pids: set[int]) -> list[str]:
         owners = {f"{os.uname().nodename}:{pid}" for pid in pids}
-        return [c.id for c in client.containers.list(all=True, filters={"label": "agent.sandbox=1"})
-                if c.labels.get("agent.owner") in owners]
+        return [c["Id"] for c in client.api.containers(all=True, filters={"label": "agent.sandbox=1"})
+                if (c.get("Labels") or {}).get("agent.owner") in owners]
 
     script = [ScriptedTurn(tool_calls=[ScriptedToolCall("shell__run_command", {"command": "sleep 60"})]),
               ScriptedTurn(content="never")]
