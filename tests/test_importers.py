@@ -10,12 +10,9 @@ from pathlib import Path
 import yaml
 
 import agent.eval as evaluate
-from agent.eval.importers import (
-    import_atlas_rows,
-    import_toolathlon_task,
-    load_server_entries,
-    split_atlas_tool,
-)
+from agent.eval.atlas import import_atlas_rows, split_atlas_tool
+from agent.eval.importers import load_server_entries
+from agent.eval.toolathlon import import_toolathlon_task
 from agent.testing import ScriptedModelServer
 from tests.conftest import DEMO_SERVER
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
 from ..task import TaskSpec, describe_validation_error, load_task
-from . import importers
+from . import atlas, importers, toolathlon
 
 SUITE_FILE = "suite.yaml"
 
@@ -132,7 +132,7 @@ def discover(paths: Sequence[Path], options: ImportOptions | None = None) -> Dis
             elif suffix in (".yaml", ".yml"):
                 add_task_file(path, None)
             elif suffix in (".csv", ".jsonl", ".json"):
-                for imported in importers.import_atlas_rows(path, servers=servers, data=options.atlas_data):
+                for imported in atlas.import_atlas_rows(path, servers=servers, data=options.atlas_data):
                     add_imported(imported)
             else:
                 raise ConfigError(f"{path}: not a task file, suite, Toolathlon folder or MCP-Atlas file")
@@ -141,8 +141,8 @@ def discover(paths: Sequence[Path], options: ImportOptions | None = None) -> Dis
             raise ConfigError(f"{path}: no such file or folder")
         if (path / SUITE_FILE).is_file():
             visit_suite(path / SUITE_FILE)
-        elif importers.is_toolathlon_task(path):
-            add_imported(importers.import_toolathlon_task(path, servers=servers,
+        elif toolathlon.is_toolathlon_task(path):
+            add_imported(toolathlon.import_toolathlon_task(path, servers=servers,
                                                           toolathlon_root=options.toolathlon_root))
         elif (path / "task.yaml").is_file():
             add_task_file(path / "task.yaml", None)
