@@ -188,7 +188,10 @@ def test_claims_are_judged_by_the_configured_model_and_the_verdicts_are_traced(e
 def test_the_reports_are_written_and_the_scripted_verdict_fails_on_wrong_outcomes(edge_run):
     out = edge_run["out"]
     report = json.loads((out / "report.json").read_text())
-    assert report["suite"]["totals"]["runs"] == 5 and report["suite"]["totals"]["passes"] == 2
+    # The task whose workspace setup failed is not graded: listed apart, outside every rate.
+    assert report["suite"]["totals"]["runs"] == 4 and report["suite"]["totals"]["passes"] == 2
+    assert [(r["task"], r["stop_reason"]) for r in report["not_graded"]] == [("setup-fails", "workspace_error")]
+    assert "## Not graded" in (out / "report.md").read_text()
     assert report["suite"]["stop_reasons"]["timeout"] == 1
     assert (out / "report.md").exists() and (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert edge_run["code"] == 1  # reference trajectories that fail make --scripted reference exit 1

@@ -47,6 +47,9 @@ class CheckResult(BaseModel):
     score: float
     detail: str = ""
     judge: dict[str, Any] | None = Field(None, description="Claims: the judge's prompt, raw reply and verdict")
+    harness_error: str | None = Field(
+        None, description="Set when the check itself could not run (its program missing, its imports failing): "
+        "the run is not graded rather than failed")
 
 
 class GradeResult(BaseModel):
@@ -59,6 +62,7 @@ class GradeResult(BaseModel):
     judge_model: str | None = None
     judge_cost: float = 0.0
     duration_s: float = 0.0
+    harness_error: str | None = Field(None, description="Why the run could not be graded (see CheckResult)")
 
     def trace_line(self) -> str:
         """One JSONL line (`type: graded`) appended to the run's trace after its run_finished event."""
@@ -171,7 +175,41 @@ async def _run(context: GradeContext, command: str | list[str], env: dict[str, s
     tail = (out + ("\n" if out and err else "") + err).strip()
     if tail:
         detail += ":\n" + tail[-1500:]
-    return CheckResult(kind=kind, name=name, passed=code == 0 and not timed_out, score=float(code == 0), detail=detail)
+    harness = None if timed_out or code == 0 else harness_problem(code, err or out, context.workspace)
+    return CheckResult(kind=kind, name=name, passed=code == 0 and not timed_out, score=float(code == 0), detail=detail,
+                       harness_error=harness)
+
+
+_LOAD_ERRORS = ("ModuleNotFoundError", "ImportError", "SyntaxError", "IndentationError", "TabError")
+_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+')
+
+
+def harness_problem(code: int | None, output: str, workspace: Path | None = None) -> str | None:
+    """Why a failed checker (or preprocess) run says nothing about the agent, or None when it may.
+
+    A program that could not start (exit 126/127) or a Python traceback ending in an import or syntax error
+    raised outside the agent's workspace (the checker's own code or environment: a package missing from the
+    interpreter, a module of the benchmark not on the path) is the harness's problem. The same error raised by
+    a file the agent wrote is the agent's.
+    """
+    if code in (126, 127):
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        return f"the checker's program could not start (exit {code}): {lines[-1] if lines else 'no output'}"
+    lines = output.rstrip().splitlines()
+    if not any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return None
+    last = lines[-1].strip()
+    if not last.startswith(tuple(f"{name}:" for name in _LOAD_ERRORS)) and last not in _LOAD_ERRORS:
+        return None
+    frames = [m.group(1) for m in map(_FRAME.match, lines) if m]
+    if workspace is not None and frames:
+        where = Path(frames[-1])
+        try:
+            where.resolve().relative_to(workspace.resolve())
+            return None  # the agent's own file
+        except (ValueError, OSError):
+            pass
+    return last
 
 
 async def _host_exec(command: str | list[str], cwd: Path, env: dict[str, str],
@@ -609,7 +647,10 @@ def summarise(spec: GradeSpec, checks: Sequence[CheckResult], judge: ClaimJudge 
     claims = [c for c in checks if c.kind == "claim"]
     others = [c for c in checks if c.kind != "claim"]
     coverage = sum(c.score for c in claims) / len(claims) if claims else None
+    harness = next((f"{c.kind} {c.name}: {c.harness_error}" for c in others if c.harness_error), None)
     reason = next((f"{c.kind} {c.name}: {' '.join(c.detail.split())[:400]}" for c in others if not c.passed), None)
+    if harness is not None:
+        reason = f"not graded: {harness}"
     if reason is None and coverage is not None and coverage < spec.pass_coverage - 1e-9:
         reason = f"claims coverage {coverage:.2f} < {spec.pass_coverage:.2f}"
     judge_cost = sum(float((c.judge or {}).get("cost", 0.0)) for c in claims)
@@ -618,7 +659,7 @@ def summarise(spec: GradeSpec, checks: Sequence[CheckResult], judge: ClaimJudge 
     else:
         judge_model = "match" if claims else None
     return GradeResult(passed=reason is None, coverage=coverage, checks=list(checks), reason=reason,
-                       judge_model=judge_model,
+                       judge_model=judge_model, harness_error=harness,
                        judge_cost=judge_cost, duration_s=round(duration_s, 4))
 
 

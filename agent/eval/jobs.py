@@ -27,6 +27,7 @@ from ..trace import result_from_trace
 from ..usage import ModeStats, Usage
 from .discovery import EvalTask
 from .grading import GradeContext, GradeResult, ModelJudge, grade_run, not_graded
+from .report import HARNESS_ERROR
 from .site import SITE_VAR, allow_local_site, with_site
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -214,6 +215,8 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
                         judge=judge, extra_env={"SITE_URL": site_url} if site_url else {}))
                     record.grade, record.coverage, record.judge_cost = grade, grade.coverage, grade.judge_cost
                     record.passed, record.failure = grade.passed, grade.reason
+                    if grade.harness_error is not None:
+                        stopped = HARNESS_ERROR  # the checker could not run: not the model's failure
                     with trace.open("a", encoding="utf-8") as file:
                         file.write(grade.trace_line() + "\n")
                     lap("grade_s")

@@ -7,6 +7,7 @@ import time
 from typing import TextIO
 
 from .jobs import RunRecord
+from .report import NOT_GRADED_STOPS
 
 
 class Progress:
@@ -17,17 +18,20 @@ class Progress:
         self.out = out or sys.stderr
         self.tty = self.out.isatty()
         self.total, self.done, self.passed, self.tokens, self.cost = total, done, 0, 0, 0.0
+        self.not_graded = 0
         self.quiet = quiet
         self.running = 0
         self.started = time.monotonic()
 
     def line(self) -> str:
         elapsed = int(time.monotonic() - self.started)
-        rate = f" ({self.passed / self.done:.0%})" if self.done else ""
+        graded = self.done - self.not_graded
+        rate = f" ({self.passed / graded:.0%})" if graded else ""
+        ungraded = f" · {self.not_graded} not graded" if self.not_graded else ""
         width = 20
         filled = int(width * self.done / self.total) if self.total else width
         bar = "█" * filled + "░" * (width - filled)
-        return (f"{bar} {self.done}/{self.total} runs · pass {self.passed}{rate} · {self.tokens:,} tokens · "
+        return (f"{bar} {self.done}/{self.total} runs · pass {self.passed}{rate}{ungraded} · {self.tokens:,} tokens · "
                 f"${self.cost:.4f} · {elapsed // 60}:{elapsed % 60:02d} · {self.running} running")
 
     def started_run(self) -> None:
@@ -38,10 +42,12 @@ class Progress:
         self.running = max(0, self.running - 1)
         self.done += 1
         self.passed += record.passed
+        ungraded = record.stop_reason in NOT_GRADED_STOPS
+        self.not_graded += ungraded
         self.tokens += record.usage.total_tokens
         self.cost += record.cost + record.judge_cost
         if not self.quiet:
-            mark = "PASS" if record.passed else "FAIL"
+            mark = "PASS" if record.passed else "NOT GRADED" if ungraded else "FAIL"
             why = f" — {record.failure.splitlines()[0][:140]}" if record.failure else ""
             text = f"{mark} {record.task} r{record.repeat} · {record.steps} steps · {record.wall_s:.1f}s{why}"
             self._write(text, newline=True)

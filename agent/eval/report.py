@@ -15,6 +15,13 @@ from typing import Any
 
 from ..usage import Usage
 
+HARNESS_ERROR = "harness_error"
+"""The stop reason of a run the harness could not grade (a checker that could not load, a lost worker)."""
+NOT_GRADED_STOPS = frozenset({HARNESS_ERROR, "workspace_error", "server_error", "crash"})
+"""Runs that stopped before the model had a fair try or could be graded: the workspace or its preprocess
+failed, a server did not start, the harness crashed, the checker could not run. They are reported apart and
+left out of every rate; they are never counted as the model's failure."""
+
 # --- estimators -----------------------------------------------------------------------------------------
 
 
@@ -79,8 +86,12 @@ def build_report(records: Sequence[Any], tasks: Sequence[Any] = (), *, repeats: 
     latest: dict[tuple[str, int], Any] = {}
     for record in records:
         latest[(_get(record, "task"), _get(record, "repeat"))] = record
-    runs = sorted(latest.values(), key=lambda r: (_get(r, "task"), _get(r, "repeat")))
-    order = [getattr(t, "id", t) for t in tasks] or sorted({_get(r, "task") for r in runs})
+    everything = sorted(latest.values(), key=lambda r: (_get(r, "task"), _get(r, "repeat")))
+    # A harness error (a crashed checker or preprocess, a lost worker) says nothing about the model: such runs
+    # are listed apart and left out of every rate.
+    ungraded = [r for r in everything if _get(r, "stop_reason") in NOT_GRADED_STOPS]
+    runs = [r for r in everything if _get(r, "stop_reason") not in NOT_GRADED_STOPS]
+    order = [getattr(t, "id", t) for t in tasks] or sorted({_get(r, "task") for r in everything})
     by_task: dict[str, list[Any]] = {task: [] for task in order}
     for record in runs:
         by_task.setdefault(_get(record, "task"), []).append(record)
@@ -99,6 +110,8 @@ def build_report(records: Sequence[Any], tasks: Sequence[Any] = (), *, repeats: 
                     for s in skipped],
         "failures": [{"task": _get(r, "task"), "repeat": _get(r, "repeat"), "stop_reason": _get(r, "stop_reason"),
                       "failure": _get(r, "failure")} for r in runs if not _get(r, "passed")],
+        "not_graded": [{"task": _get(r, "task"), "repeat": _get(r, "repeat"), "stop_reason": _get(r, "stop_reason"),
+                        "failure": _get(r, "failure")} for r in ungraded],
     }
 
 
@@ -225,6 +238,8 @@ def _headline(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("time", f"{suite['wall_s']:.1f} s wall; {totals['agent_s']:.1f} s in agent runs"),
         ("stop reasons", ", ".join(f"{k}: {v}" for k, v in sorted(suite["stop_reasons"].items())) or "–"),
     ]
+    if report.get("not_graded"):
+        rows.append(("not graded", f"{len(report['not_graded'])} run(s): harness errors, not counted"))
     return rows
 
 
@@ -260,6 +275,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["failures"]:
         lines += ["", "## Failures", ""]
         for f in report["failures"]:
+            reason = (f["failure"] or "").splitlines()[0] if f["failure"] else f["stop_reason"]
+            lines.append(f"- `{f['task']}` r{f['repeat']} ({f['stop_reason']}): {reason}")
+    if report["not_graded"]:
+        lines += ["", "## Not graded (harness errors, left out of every rate)", ""]
+        for f in report["not_graded"]:
             reason = (f["failure"] or "").splitlines()[0] if f["failure"] else f["stop_reason"]
             lines.append(f"- `{f['task']}` r{f['repeat']} ({f['stop_reason']}): {reason}")
     if report["skipped"]:

@@ -14,7 +14,7 @@ from .discovery import EvalTask, SkippedTask
 from .executor import Executor, LocalExecutor
 from .jobs import Judges, RunJob, RunRecord, RunSettings, run_job
 from .progress import Progress
-from .report import build_report, write_reports
+from .report import NOT_GRADED_STOPS, build_report, write_reports
 from .results import ResultsLog
 from .site import SuiteSites
 
@@ -47,6 +47,7 @@ async def run_suite(tasks: Sequence[EvalTask], settings: RunSettings, *, repeats
     executor = executor or LocalExecutor(1)
     progress = progress or Progress(len(wanted), quiet=True, done=len(previous))
     progress.passed = sum(r.passed for r in previous)
+    progress.not_graded = sum(r.stop_reason in NOT_GRADED_STOPS for r in previous)
     started = time.time()
     interrupted = False
 
