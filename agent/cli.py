@@ -9,6 +9,7 @@ import os
 import sys
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -297,6 +298,7 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
 
     renderer = None if args.quiet or args.json else ConsoleRenderer(show_reasoning=not args.no_reasoning)
     async with AsyncExitStack() as stack:
+        workspace = None
         if task.workspace is not None or task.builtin_servers:
             from agent.runtime.workspace import Workspace
 
@@ -306,13 +308,16 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
             if workspace.keep:
                 print(f"workspace: {workspace.path} (kept)", file=sys.stderr)
         policy = policy_for_cli(args.approve)
+        shared: dict[str, Any] = {}
+        if workspace is not None and workspace.sandbox is not None:
+            shared["sandbox"] = workspace.sandbox  # python-execute runs in the workspace's sandbox, not a second one
         if args.otel:
             from .telemetry import (
                 tracing_from_environment,  # here: opentelemetry would slow every `agent` start
             )
 
             stack.callback(tracing_from_environment())  # flushed when the run is over
-        agent = Agent.from_task(task, hooks=[policy] if policy else [], telemetry=args.otel or None)
+        agent = Agent.from_task(task, hooks=[policy] if policy else [], telemetry=args.otel or None, **shared)
         result = await agent.run(task.prompt, trace_path=args.trace, on_event=renderer)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))

@@ -1,12 +1,14 @@
 """The conversation and its context budget: an append-only message log, capped tool outputs saved in full,
-repository snapshots with diffs after edits, and compaction when the window fills up.
+repository snapshots with diffs after edits, compaction when the window fills up, and truncation of whole turns
+when the model asks for it (Toolathlon's manage_context).
 
 Messages are never rewritten, so the prompt prefix stays byte-stable for providers' prefix caches and each
-message is serialised exactly once. Compaction is the one explicit exception, and it is traced.
+message is serialised exactly once. Compaction and truncation are the explicit exceptions, and both are traced.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import json
@@ -25,6 +27,8 @@ from .usage import CHARS_PER_TOKEN, Usage
 
 Render = Callable[[dict[str, Any]], bytes]
 Summarise = Callable[[list[dict[str, Any]]], Awaitable[str]]
+Cut = Callable[[str, str | None], tuple[str, Path | None]]
+"""Another way to cut long tool results: (text, tool name) -> (what the model sees, the saved full text or None)."""
 
 _CONTEXT_ERROR = re.compile(
     r"maximum context length|context length|context_length_exceeded|too many tokens|prompt is too long"
@@ -203,12 +207,41 @@ class Compaction:
     summary: str
 
 
+@dataclass
+class TruncationRequest:
+    """Turns the model asked to remove from its context (manage_context), applied before the next request."""
+
+    method: str
+    value: Any
+    keep: Callable[[int], Iterable[int]]
+    """Given the number of turns in the context then, the indices (from 0, oldest first) of the turns to keep."""
+    preserve_system: bool = True
+    at_turn: int = 0
+
+
+@dataclass
+class Truncation:
+    """Turns removed from the context at the model's request; the full history keeps them."""
+
+    at_turn: int
+    method: str
+    value: Any
+    deleted_messages: int
+    deleted_turns: int
+    tokens_before: int
+    tokens_after: int
+    timestamp: str
+
+
 class ContextKeeper:
     """The context policy of one run: output caps, edit diffs, compaction. The loop calls its hooks."""
 
-    def __init__(self, config: ContextConfig, outputs: OutputStore, *, tracker: RepoTracker | None = None):
+    def __init__(self, config: ContextConfig, outputs: OutputStore, *, tracker: RepoTracker | None = None,
+                 cut: Cut | None = None):
         self.config = config
         self.outputs = outputs
+        self.cut = cut
+        """Replaces the default cap of tool results (Toolathlon's overlong outputs), when set."""
         self.tracker = tracker
         self.estimate = TokenEstimate()
         if tracker is not None and tracker.measured and tracker.measured[1]:
@@ -216,6 +249,8 @@ class ContextKeeper:
             self.estimate = TokenEstimate(chars / tokens, "characters per token of the tokenizer's count of the "
                                                           "repository snapshot")
         self.compactions: list[Compaction] = []
+        self.truncations: list[Truncation] = []
+        self.pending_truncation: TruncationRequest | None = None
         self.tools_chars = 0  # the serialised tool list: part of every prompt
         self._last_prompt_tokens = 0
         self._last_prompt_chars = 0
@@ -260,8 +295,10 @@ class ContextKeeper:
 
     # -- hooks --------------------------------------------------------------------------------
 
-    def observation(self, text: str) -> tuple[str, Path | None]:
+    def observation(self, text: str, tool: str | None = None) -> tuple[str, Path | None]:
         """Cap a tool result; the full text is saved and the model is told how to read the rest."""
+        if self.cut is not None:
+            return self.cut(text, tool)
         cap = int(self.config.tool_output_cap_tokens * self.estimate.chars_per_token)
         if len(text) <= cap:
             return text, None
@@ -363,6 +400,55 @@ class ContextKeeper:
         self._compact_again_at = after + (window - after) // 2 if after > self.threshold else 0
         record = Compaction(removed_messages=len(middle), tokens_before=before, tokens_after=after, summary=summary)
         self.compactions.append(record)
+        return record
+
+
+    # -- truncation at the model's request (manage_context) ---------------------------------------------------
+
+    def turn_spans(self, conversation: Conversation) -> list[tuple[int, int]]:
+        """(start, end) message indices of the turns after the head messages, oldest first. A turn is one
+        assistant message with what follows it (tool results, user notes) up to the next assistant message;
+        messages between the head and the first assistant message belong to the first turn."""
+        spans: list[tuple[int, int]] = []
+        messages, start = conversation.messages, self.head_messages
+        seen_assistant = False
+        for index in range(start, len(messages)):
+            if messages[index].get("role") == "assistant":
+                if seen_assistant:
+                    spans.append((start, index))
+                    start = index
+                seen_assistant = True
+        if start < len(messages):
+            spans.append((start, len(messages)))
+        return spans
+
+    def apply_truncation(self, conversation: Conversation) -> Truncation | None:
+        """Remove the turns a pending request drops; whole turns only, so every tool result keeps the assistant
+        message that called it (and that message its reasoning), as the wire format requires."""
+        request, self.pending_truncation = self.pending_truncation, None
+        if request is None:
+            return None
+        spans = self.turn_spans(conversation)
+        keep = {i for i in request.keep(len(spans)) if 0 <= i < len(spans)}
+        if len(keep) >= len(spans):
+            return None
+        messages = conversation.messages
+        kept = list(messages[: self.head_messages])
+        deleted = 0
+        for index, (start, end) in enumerate(spans):
+            for message in messages[start:end]:
+                if index in keep or (request.preserve_system and message.get("role") == "system"):
+                    kept.append(message)
+                else:
+                    deleted += 1
+        before = self.tokens_now(conversation)
+        conversation.replace(kept)
+        self._last_prompt_tokens = 0  # the server's count no longer applies
+        record = Truncation(at_turn=request.at_turn, method=request.method, value=request.value,
+                            deleted_messages=deleted, deleted_turns=len(spans) - len(keep), tokens_before=before,
+                            tokens_after=self.tokens_now(conversation),
+                            timestamp=dt.datetime.now().isoformat())
+        self.truncations.append(record)
         return record
 
 

@@ -129,6 +129,12 @@ class AgentLoop:
         self.emit(ThinkChosen(step=step, mode=mode.value, reason=choice.reason if mode == choice.mode
                               else f"{choice.reason}; changed to {mode.value} by a hook"))
 
+        if truncation := self.context.apply_truncation(self.conversation):
+            # The model asked for it (manage_context): whole turns leave the context, traced like a compaction.
+            self.emit(ContextCompacted(
+                step=step, reason=f"manage_context: {truncation.method}({truncation.value}) removed "
+                                  f"{truncation.deleted_turns} turns", removed_messages=truncation.deleted_messages,
+                tokens_before=truncation.tokens_before, tokens_after=truncation.tokens_after, summary=""))
         if reason := self.context.compaction_due(self.conversation):
             await self._compact(step, reason)
         self.context.check_fits(self.conversation)  # a prompt that cannot fit is refused, not sent
@@ -337,7 +343,7 @@ class AgentLoop:
             self.emit(ToolCallStarted(step=step, call_id=call.id, tool=call.name, arguments=call.arguments))
             started = time.perf_counter()
             outcome = await self._call_tool(step, call)
-            text, saved = self.context.observation(outcome.text)
+            text, saved = self.context.observation(outcome.text, call.name)
             outcomes[index] = outcome = replace(outcome, text=text)
             self.emit(ToolResult(step=step, call_id=call.id, tool=call.name, is_error=outcome.is_error,
                                  content=text, duration_s=round(time.perf_counter() - started, 6),

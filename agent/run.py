@@ -8,6 +8,7 @@ and keep everything else here, so several can go at once.
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,7 +24,9 @@ from .events import ErrorEvent, Event, RunFinished, RunStarted, ServerNotice
 from .hooks import StepRecord
 from .loop import AgentLoop, LoopTotals, Stop
 from .output import OutputSpec
+from .overlong import OverlongOutputs
 from .result import RunError, RunResult, StopReason
+from .run_history import RunHistory
 from .think import policy_label
 from .trace import TraceWriter
 
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 EventSink = Callable[[Event], None]
 
 CURRENT_RUN: contextvars.ContextVar[AgentRun | None] = contextvars.ContextVar("agent_current_run", default=None)
-"""The run whose task is executing: local tools (read_output, context_status) answer for their own run."""
+"""The run whose task is executing: local tools (read_output, context_status, agent.toolkits) answer for their
+own run."""
 
 
 @dataclass
@@ -79,6 +83,11 @@ class AgentRun:
         self.conversation: Conversation | None = None
         self.keeper: ContextKeeper | None = None
         self.context: RunContext | None = None
+        self.history: RunHistory | None = RunHistory() if agent.keeps_history else None
+        """Every turn of the run, also those removed from the context (for the history tools), when kept."""
+        self.overlong: OverlongOutputs | None = agent.overlong_outputs(self.run_id)
+        """Tool results cut the Toolathlon way and saved for the overlong-output tools, when asked for."""
+        self.started_at = dt.datetime.now().isoformat()
         self._loop: AgentLoop | None = None
         self._started = 0.0
         self._deadline = float("inf")
@@ -86,6 +95,8 @@ class AgentRun:
     # -- events ---------------------------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        if self.history is not None:
+            self.history(event)
         if self._trace is not None:
             self._trace.write(event)
         for sink in self._sinks:
@@ -114,7 +125,8 @@ class AgentRun:
         conversation = Conversation(lambda m: model.render(m, with_tools=with_tools))
         repo_text, tracker = await anyio.to_thread.run_sync(
             lambda: snapshot(agent.context, base_url=model.base_url, model=model.model))
-        keeper = ContextKeeper(agent.context, OutputStore(agent.outputs_folder(self.run_id)), tracker=tracker)
+        keeper = ContextKeeper(agent.context, OutputStore(agent.outputs_folder(self.run_id)), tracker=tracker,
+                               cut=self.overlong)
         prompt = self.prompt
         if self._history:
             for message in self._history:
@@ -129,6 +141,7 @@ class AgentRun:
         self.conversation, self.keeper = conversation, keeper
 
         self._started = time.perf_counter()
+        self.started_at = dt.datetime.now().isoformat()
         if agent.limits.wall_time_s is not None:
             self._deadline = anyio.current_time() + agent.limits.wall_time_s
         parent = CURRENT_RUN.get()  # a run started from another run's tool call (a sub-agent) names it
@@ -140,6 +153,8 @@ class AgentRun:
         ))
         for server, text in agent.take_notices(self):
             self.notice(server, text)
+        for tool, why in agent.unavailable_local_tools.items():
+            self.emit(ServerNotice(server="local_tools", message=f"local tool {tool!r} is not offered: {why}"))
         loop = AgentLoop(model=model, hub=hub, conversation=conversation, policy=agent.policy, limits=agent.limits,
                          emit=self.emit, context=keeper, hooks=agent.hooks, output=self.output)
         self.context = RunContext(run_id=self.run_id, workspace=agent.workspace, emit=self.emit, totals=loop.totals)

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from agent.runtime.sandbox import Sandbox, SandboxSpec, open_sandbox
 from agent.tools.config import ServerSpec, parse_servers
 from agent.tools.hub import ToolHub
 from agent.tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
@@ -24,6 +25,7 @@ from .models.base import ModelClient
 from .models.client import ChatModel
 from .models.config import ModelConfig, parse_model
 from .output import OutputSpec
+from .overlong import OVERLONG_DIR, OverlongOutputs
 from .result import RunResult
 from .run import CURRENT_RUN, AgentRun, EventSink
 from .session import Session
@@ -32,6 +34,7 @@ from .subagents import AgentTool
 from .task import DEFAULT_MODEL, TaskSpec, load_function, load_task
 from .telemetry import OpenTelemetryTracer
 from .think import ThinkMode, ThinkPolicy, think_policy
+from .toolkits import LOCAL_TOOLKITS, missing_local_tools, overlong_outputs, toolkit
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are an autonomous agent. Work step by step: use the tools to inspect and change things rather "
@@ -59,7 +62,8 @@ class Agent:
         limits: Limits | Mapping[str, Any] | None = None,
         system: str | None = None,
         claim_done: bool = False,
-        local_tools: Sequence[LocalTool] = (),
+        local_tools: Sequence[LocalTool | str] = (),
+        sandbox: Sandbox | SandboxSpec | Mapping[str, Any] | None = None,
         tool_sources: Sequence[ToolSource] = (),
         tools: Sequence[FunctionTool[..., Any] | Callable[..., Any]] = (),
         hooks: Sequence[Hooks] = (),
@@ -104,12 +108,29 @@ class Agent:
         """Server notices already written to a run's trace."""
         self._notice_runs: list[AgentRun] = []
         """Runs in progress: each gets the server notices that arrive while it runs."""
+        self.toolkits: list[str] = _toolkit_names(local_tools)
+        """Toolathlon's local toolkits asked for by name (agent.toolkits.LOCAL_TOOLKITS), in order."""
+        self.unavailable_local_tools = missing_local_tools(self.toolkits)
+        """Toolkits asked for that cannot be offered here (web_search without a search key), with the reason; each
+        run's trace says so in a notice."""
+        offered = [name for name in self.toolkits if name not in self.unavailable_local_tools]
         self.local_tools = [
-            *local_tools,
-            *([claim_done_tool()] if claim_done else []),
-            *output_tools(_output_path),
-            context_status_tool(_context_status),
+            *(tool for tool in local_tools if not isinstance(tool, str)),
+            *(tool for name in offered for tool in toolkit(name)),
+            *([claim_done_tool()] if claim_done and "claim_done" not in offered else []),
+            # Toolathlon's readers and context tools replace ours where they were asked for.
+            *(output_tools(_output_path) if "handle_overlong_tool_outputs" not in offered else []),
+            *([context_status_tool(_context_status)] if "manage_context" not in offered else []),
         ]
+        self._sandbox_spec: SandboxSpec | None = None
+        self.sandbox: Sandbox | None = None
+        """Where python-execute runs: given open, or opened from a spec on the workspace while the Agent is
+        entered; None runs it on the host in the workspace folder."""
+        if isinstance(sandbox, SandboxSpec | Mapping):
+            self._sandbox_spec = sandbox if isinstance(sandbox, SandboxSpec) else SandboxSpec.model_validate(
+                dict(sandbox))
+        elif sandbox is not None:
+            self.sandbox = sandbox
         self.name = name
         self._http_client = http_client
         self._stack: AsyncExitStack | None = None
@@ -121,6 +142,7 @@ class Agent:
         options: dict[str, Any] = dict(
             model=task.model, servers=task.all_servers(), think=task.think, limits=task.limits,
             system=task.system, claim_done=task.claim_done, name=task.name, context=task.context,
+            local_tools=list(task.local_tools), sandbox=task.sandbox,
             workspace=task.workdir, output_schema=task.output_schema,
             tools=[load_function(ref, where=f"tools[{i}]") for i, ref in enumerate(task.tools)],
             tool_sources=[cls.from_task(load_task(sub.task, prompt_required=False),
@@ -147,6 +169,10 @@ class Agent:
                 ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
                         on_notice=self._on_notice, sources=self.tool_sources)
             )
+            if self._sandbox_spec is not None and "python_execute" in self.toolkits:
+                folder = (self.workspace or Path.cwd()).resolve()
+                self.sandbox = await stack.enter_async_context(open_sandbox(self._sandbox_spec, folder))
+                stack.callback(self._forget_sandbox)
         except BaseException:
             await stack.aclose()
             raise
@@ -162,6 +188,9 @@ class Agent:
         if self._outputs_dir is not None:
             self._outputs_dir.cleanup()
             self._outputs_dir = None
+
+    def _forget_sandbox(self) -> None:
+        self.sandbox = None
 
     def connected(self) -> tuple[ModelClient, ToolHub]:
         """The model client and tool hub of an entered Agent."""
@@ -194,6 +223,19 @@ class Agent:
         if self._outputs_dir is None:
             self._outputs_dir = tempfile.TemporaryDirectory(prefix="agent-outputs-")
         return Path(self._outputs_dir.name)
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether runs record their full history (for the history toolkit)."""
+        return "history" in self.toolkits and "history" not in self.unavailable_local_tools
+
+    def overlong_outputs(self, run_id: str) -> OverlongOutputs | None:
+        """The Toolathlon cut of long tool results for a run, when handle_overlong_tool_outputs was asked for: the
+        full outputs go to `<workspace>/.overlong_tool_outputs/` (without a workspace, beside the cut outputs)."""
+        if "handle_overlong_tool_outputs" not in self.toolkits:
+            return None
+        base = self.workspace if self.workspace is not None else self.outputs_folder(run_id)
+        return overlong_outputs(base / OVERLONG_DIR)
 
     def default_trace_path(self, run_id: str) -> Path | None:
         if self.trace_dir is None:
@@ -274,6 +316,21 @@ class Agent:
         cancels the run and closes what it opened. Plain `async for` works too (see `EventStream`).
         """
         return EventStream(lambda sink: self.run(prompt, trace_path=trace_path, history=history, on_event=sink))
+
+
+def _toolkit_names(local_tools: Sequence[LocalTool | str]) -> list[str]:
+    names: list[str] = []
+    for index, entry in enumerate(local_tools):
+        if isinstance(entry, str):
+            if entry not in LOCAL_TOOLKITS:
+                raise ConfigError(f"local_tools[{index}]: unknown local tool {entry!r}; expected a LocalTool or one "
+                                  f"of: {', '.join(LOCAL_TOOLKITS)}")
+            if entry not in names:
+                names.append(entry)
+        elif not isinstance(entry, LocalTool):
+            raise ConfigError(f"local_tools[{index}]: expected a LocalTool or a toolkit name, got "
+                              f"{type(entry).__name__}")
+    return names
 
 
 def _output_spec(output_type: Any, output_schema: Mapping[str, Any] | None, retries: int) -> OutputSpec | None:

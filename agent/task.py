@@ -22,6 +22,7 @@ from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .output import OutputSpec
 from .think import think_policy
+from .toolkits import LOCAL_TOOLKITS
 
 DEFAULT_MODEL = "deepseek:deepseek-flash"
 M = TypeVar("M", bound=BaseModel)
@@ -59,6 +60,9 @@ class TaskSpec(BaseModel):
         default_factory=list, description="Our servers to add, pointed at the workspace (files, shell) automatically"
     )
     claim_done: bool = Field(False, description="Offer the claim_done tool; calling it ends the run")
+    local_tools: list[str] = Field(
+        default_factory=list, description="Toolathlon's local tools, by its task-config names: claim_done, "
+        "python_execute, history, manage_context, handle_overlong_tool_outputs, sleep, web_search (see agent.toolkits)")
     tools: list[str] = Field(
         default_factory=list, description="Python functions offered as tools, as 'module:function' (a module file "
         "beside the task file, or an importable module)")
@@ -84,6 +88,15 @@ class TaskSpec(BaseModel):
     @classmethod
     def _think(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         think_policy(value)  # validated here so errors name the task file
+        return value
+
+    @field_validator("local_tools")
+    @classmethod
+    def _local_tools(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in LOCAL_TOOLKITS]
+        if unknown:
+            raise ConfigError(f"field 'local_tools': unknown local tool{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(map(repr, unknown))}; allowed values: {', '.join(LOCAL_TOOLKITS)}")
         return value
 
     @field_validator("output_schema")
