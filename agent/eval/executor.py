@@ -1,4 +1,5 @@
-"""How a suite's jobs get run: the `Executor` protocol and `LocalExecutor`, anyio workers in this process."""
+"""How a suite's jobs get run: the `Executor` protocol and `LocalExecutor`, anyio workers in this process
+(`agent.eval.ray_executor.RayExecutor` runs them on a Ray cluster)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,28 @@ from typing import Any, Protocol
 import anyio
 
 from ..errors import ConfigError
-from .jobs import RunJob, RunRecord
+from .jobs import RunJob, RunRecord, RunSettings
 
-Work = Callable[[RunJob], Awaitable[RunRecord]]
+
+class Work(Protocol):
+    """What the suite does with one job. Calling it runs the job in this process; a remote executor instead
+    ships `(job, settings)` to a worker (which calls `run_job_sync` or `run_job`) and calls `started(job)`
+    when the run begins there."""
+
+    settings: RunSettings
+
+    def __call__(self, job: RunJob) -> Awaitable[RunRecord]: ...
+
+    def started(self, job: RunJob) -> None: ...
+
+
 Done = Callable[[RunRecord], Awaitable[None]]
 
 
 class Executor(Protocol):
-    """Runs jobs and reports each record as soon as it exists. The local one uses anyio workers; a
-    distributed one (Ray, Dask, a queue) would ship `(job, settings)` to remote workers that call
-    `run_job_sync` and call `done` on the driver as results come back."""
+    """Runs jobs and reports each record, on the driver, as soon as it exists. The local one calls `work` in
+    anyio workers; a distributed one (Ray, Dask, a queue) ships `(job, work.settings)` to remote workers that
+    call `run_job_sync`, and calls `done` on the driver as results come back."""
 
     async def map(self, jobs: Sequence[RunJob], work: Work, done: Done) -> None: ...
 

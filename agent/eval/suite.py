@@ -28,6 +28,22 @@ class SuiteOutcome:
     interrupted: bool = False
 
 
+@dataclass
+class SuiteWork:
+    """The suite's `Work`: a run in this process, or (`settings`, `started`) for a remote executor."""
+
+    settings: RunSettings
+    judges: Judges
+    progress: Progress
+
+    def started(self, job: RunJob) -> None:
+        self.progress.started_run()
+
+    async def __call__(self, job: RunJob) -> RunRecord:
+        self.started(job)
+        return await run_job(job, self.settings, self.judges)
+
+
 def plan(tasks: Sequence[EvalTask], repeats: int, done: Iterable[tuple[str, int]] = ()) -> list[RunJob]:
     """Jobs in rounds (every task once, then every task again), so early results cover the whole suite."""
     finished = set(done)
@@ -51,9 +67,8 @@ async def run_suite(tasks: Sequence[EvalTask], settings: RunSettings, *, repeats
     started = time.time()
     interrupted = False
 
-    async def work(job: RunJob) -> RunRecord:
-        progress.started_run()
-        return await run_job(job, settings, judges)
+    judges = Judges(settings.judge)
+    work = SuiteWork(settings, judges, progress)
 
     async def done(record: RunRecord) -> None:
         log.append(record)
@@ -63,7 +78,7 @@ async def run_suite(tasks: Sequence[EvalTask], settings: RunSettings, *, repeats
     try:
         with SuiteSites(tasks) as sites:
             settings.site_urls = {key: site.url for key, site in sites.items()}
-            async with Judges(settings.judge) as judges:
+            async with judges:
                 await executor.map(jobs, work, done)
     except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
         interrupted = True

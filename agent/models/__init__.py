@@ -8,6 +8,7 @@ _EXPORTS = {
     "AssistantTurn": ".base", "ModelClient": ".base", "ToolCall": ".base", "ChatModel": ".client",
     "MODEL_SYNTAX": ".config", "ModelConfig": ".config", "parse_model": ".config",
     "PROFILES": ".profiles", "Price": ".profiles", "Profile": ".profiles",
+    "RequestGate": ".gate", "request_gate": ".gate",
 }
 
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .base import AssistantTurn, ModelClient, ToolCall
     from .client import ChatModel
     from .config import MODEL_SYNTAX, ModelConfig, parse_model
+    from .gate import RequestGate, request_gate
     from .profiles import PROFILES, Price, Profile
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "ModelConfig",
     "Price",
     "Profile",
+    "RequestGate",
     "ToolCall",
     "parse_model",
+    "request_gate",
 ]

@@ -32,6 +32,7 @@ from ..think import ThinkMode
 from ..usage import Usage
 from .base import AssistantTurn, DeltaFn, RetryFn, ToolCall, dumps, render_message
 from .config import ModelConfig
+from .gate import current_gate
 from .profiles import PROFILES, Price, Profile, deepseek_peak
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
@@ -144,8 +145,13 @@ class ChatModel:
     ) -> AssistantTurn:
         """Send one request; retry what retrying can fix; raise typed errors for the rest."""
         attempt = 0
+        gate = current_gate()  # a process- or cluster-wide admission per endpoint (agent.models.gate)
+        endpoint = f"{self.base_url}#{self.model}"
         while True:
             started = time.perf_counter()
+            if gate is not None:
+                await gate.acquire(endpoint)
+            backoff: float | None = None
             try:
                 turn = await (self._stream(body, on_delta) if self.config.stream else self._once(body))
                 turn.duration_s = time.perf_counter() - started
@@ -163,9 +169,15 @@ class ChatModel:
                 delay *= 0.5 + random.random() / 2
                 if hint is not None:
                     delay = min(max(hint, 0.0), self.config.retry_max_s)
-                if on_retry is not None:
-                    await on_retry(attempt, message, delay)
-                await anyio.sleep(delay)
+                if isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
+                    backoff = delay  # every client behind the gate waits too
+            finally:
+                if gate is not None:
+                    with anyio.CancelScope(shield=True):
+                        await gate.release(endpoint, backoff_s=backoff)
+            if on_retry is not None:
+                await on_retry(attempt, message, delay)
+            await anyio.sleep(delay)
 
     def _classify(self, exc: Exception) -> tuple[bool, float | None, str]:
         """(retry?, server-requested delay, message); non-retryable HTTP errors are re-raised typed."""
