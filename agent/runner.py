@@ -70,6 +70,7 @@ class Agent:
         trace_dir: str | Path | None = "runs",
         name: str | None = None,
         http_client: Any | None = None,
+        fork_server: bool | None = None,
         context: ContextConfig | Mapping[str, Any] | None = None,
         workspace: str | Path | None = None,
         telemetry: Any | bool | None = None,
@@ -132,6 +133,9 @@ class Agent:
         elif sandbox is not None:
             self.sandbox = sandbox
         self.name = name
+        self.fork_server = fork_server
+        """Our Python servers start as forks of a preloaded process (None: unless AGENT_FORKSERVER=0; see
+        agent.tools.forkserver)."""
         self._http_client = http_client
         self._stack: AsyncExitStack | None = None
         self._model: ModelClient | None = None
@@ -167,7 +171,7 @@ class Agent:
             await model.resolve_model()
             self._hub = await stack.enter_async_context(
                 ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
-                        on_notice=self._on_notice, sources=self.tool_sources)
+                        on_notice=self._on_notice, sources=self.tool_sources, fork_server=self.fork_server)
             )
             if self._sandbox_spec is not None and "python_execute" in self.toolkits:
                 folder = (self.workspace or Path.cwd()).resolve()

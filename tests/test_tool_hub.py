@@ -428,3 +428,22 @@ def test_config_without_a_servers_key_is_a_config_error(tmp_path):
     path.write_text('{"tools": {}}')
     with pytest.raises(ConfigError, match="no 'mcpServers'"):
         load_mcp_config(path)
+
+
+async def test_a_server_that_dies_on_the_discovery_probe_is_restarted_with_the_handshake(tmp_path):
+    """Handshake-era servers on mcp 1.x die on `server/discover`: the hub starts them again with `initialize`,
+    and later starts of the same program go straight to the handshake; `protocol: legacy` never probes."""
+    starts = tmp_path / "starts.txt"
+    servers = {"old": stdio("handshake_era_server.py", env={"STARTS_FILE": str(starts)})}
+    async with make_hub(servers) as hub:
+        assert (await hub.call("old__echo", {"text": "hi"})).text == "echo: hi"
+    assert starts.read_text().splitlines() == ["server/discover", "initialize"]
+    async with make_hub(servers) as hub:  # the same program again, in this process
+        assert (await hub.call("old__echo", {"text": "again"})).text == "echo: again"
+    assert starts.read_text().splitlines()[2:] == ["initialize"]
+    starts.unlink()
+    pinned = {"pinned": stdio("handshake_era_server.py", "--pinned", env={"STARTS_FILE": str(starts)},
+                              protocol="legacy")}
+    async with make_hub(pinned) as hub:
+        assert (await hub.call("pinned__echo", {"text": "x"})).text == "echo: x"
+    assert starts.read_text().splitlines() == ["initialize"]

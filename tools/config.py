@@ -77,6 +77,10 @@ class ServerSpec(BaseModel, extra="forbid"):
     max_restarts: int = Field(default=3, ge=0)
     """Times a server that exited (stdio) or dropped its connection (HTTP, SSE) is restarted or reconnected,
     with backoff, over the hub's lifetime; 0 never. A server that fails its first start is not retried."""
+    protocol: Literal["auto", "legacy"] = "auto"
+    """How the connection opens: `auto` probes with the 2026-07-28 `server/discover` and falls back to the
+    `initialize` handshake; `legacy` goes straight to the handshake. A stdio server that dies on the probe
+    (Python servers on mcp 1.x do) is restarted once with the handshake either way; `legacy` saves that start."""
     roots: list[str] | None = None
     """Directories offered as MCP roots (relative paths resolve against the server's cwd; `${WORKSPACE}` in a
     task file is the run's workspace). None (default): the hub's roots if it was given some, else none and

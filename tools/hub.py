@@ -72,6 +72,10 @@ class ToolHub:
     (`ServerSpec.max_restarts`, with backoff); the call that saw it fail reports the failure. Tool-list changes
     announced by servers or sources are applied by `refresh()`, which the agent loop calls between steps when
     `tools_changed` is set, so the tool list (part of the prompt prefix) never changes in the middle of a step.
+
+    `fork_server`: stdio servers of ours (`python -m agent.servers.<name>`) start as forks of a preloaded process
+    (`agent.tools.forkserver`) where that is exactly the ordinary start; None (default) unless the environment
+    says `AGENT_FORKSERVER=0`, False never.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class ToolHub:
         restart_backoff: float = 0.5,
         on_notice: Callable[[str, str], None] | None = None,
         sources: Sequence[ToolSource] = (),
+        fork_server: bool | None = None,
     ) -> None:
         if tool_timeout <= 0:
             raise ConfigError(f"tool_timeout must be positive, got {tool_timeout}")
@@ -93,7 +98,7 @@ class ToolHub:
         _check_prefixes(sources, servers)
         self._supervisors = {
             name: ServerSupervisor(name, spec, tool_timeout=spec.tool_timeout or tool_timeout, roots=roots,
-                                   restart_backoff=restart_backoff, on_notice=self._notice)
+                                   restart_backoff=restart_backoff, on_notice=self._notice, fork_server=fork_server)
             for name, spec in servers.items()
         }
         # Local tools are the last source: their names are reserved, and they come last in the list.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -25,6 +26,7 @@ from mcp.shared.message import SessionMessage
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
+from agent.tools import forkserver
 from agent.tools.config import ServerSpec, server_environment
 from agent.tools.results import ToolOutcome, error_outcome, outcome_from_result
 from agent.tools.stdout_screen import raw_line, salvage, screened
@@ -63,6 +65,7 @@ class ServerSupervisor:
         roots: Sequence[str | os.PathLike[str]] | None,
         restart_backoff: float,
         on_notice: Callable[[str, str], None],
+        fork_server: bool | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -72,6 +75,13 @@ class ServerSupervisor:
         self.restart_backoff = restart_backoff
         self.on_notice = on_notice
         """Called with (server, text) for each protocol problem the server shows."""
+        self.fork_server = fork_server
+        self.mode: str = "legacy" if spec.protocol == "legacy" or _legacy_key(spec) in _LEGACY_SERVERS else "auto"
+        """The SDK client's mode: `auto` probes with `server/discover` first, `legacy` goes to `initialize`."""
+        """Start a stdio server through the fork server where that is exactly the ordinary start (False: never;
+        None: unless `AGENT_FORKSERVER=0`)."""
+        self.process: forkserver.ForkedProcess | None = None
+        """The current stdio server's process, when the fork server started it (its exit code, its pid)."""
         self.ready = anyio.Event()
         """Set once the first connection attempt has settled (connected or failed)."""
         self.done = anyio.Event()
@@ -154,6 +164,7 @@ class ServerSupervisor:
         self.generation += 1
         self._deadline = anyio.current_time() + spec.startup_timeout
         connected = False
+        retry_legacy = False
         scope = anyio.CancelScope(deadline=self._deadline)
 
         async def cancel_startup_on_stop() -> None:
@@ -192,11 +203,19 @@ class ServerSupervisor:
                 self._break(self._failure_message(self._describe_loss(exc), starting=False))
             elif anyio.current_time() >= self._deadline:
                 self._startup_failed(self._startup_timeout_message(), starting)
+            elif self.mode == "auto" and spec.transport == "stdio" and not self._stop.is_set():
+                # Handshake-era servers on mcp 1.x die on the 2026-07-28 `server/discover` probe (it fails
+                # their request validation): start it again, straight to the `initialize` handshake.
+                retry_legacy = True
             else:
-                what = _refusal_text(self._http_refusal, spec) or _describe_startup(exc)
+                what = _refusal_text(self._http_refusal, spec) or _describe_startup(exc) + self._exit_note()
                 self._startup_failed(self._failure_message(what, starting=True), starting)
         finally:
             self.client = None
+        if retry_legacy:
+            self.mode = "legacy"
+            _LEGACY_SERVERS.add(_legacy_key(spec))  # later starts of the same program skip the probe
+            await self._connect(starting=starting)
 
     def _startup_failed(self, message: str, starting: bool) -> None:
         if starting:
@@ -262,7 +281,7 @@ class ServerSupervisor:
 
         # The response cache only matters for re-listing, and `relist()` must always see the server's list.
         return Client(transport, cache=None, message_handler=on_message, list_roots_callback=roots_callback,
-                      client_info=CLIENT_INFO)
+                      client_info=CLIENT_INFO, mode=self.mode)
 
     def _break(self, message: str) -> None:
         """Mark the current connection broken: the runner drops it and restarts the server (if allowed)."""
@@ -286,6 +305,12 @@ class ServerSupervisor:
             assert spec.command is not None and stderr_file is not None
             env = server_environment(spec)
             _check_command(spec, env)
+            self.process = None
+            forked = await self._fork(env, stderr_file)
+            if forked is not None:
+                stack.callback(forked.close)  # a safety net: the transport stops the process itself
+                self.process = forked
+                return screened(forkserver.forked_stdio_client(forked), self._on_garbage)
             params = StdioServerParameters(command=spec.command, args=spec.args, env=env, cwd=spec.cwd,
                                            encoding_error_handler="replace")
             return screened(stdio_client(params, errlog=stderr_file), self._on_garbage)
@@ -308,6 +333,24 @@ class ServerSupervisor:
             )
         )
         return streamable_http_client(spec.url, http_client=http_client)
+
+    async def _fork(self, env: Mapping[str, str], stderr_file: TextIO) -> forkserver.ForkedProcess | None:
+        """The server forked by the fork server, or None: not eligible, switched off, or the fork server failed
+        (the caller starts it the ordinary way, and the user sees no difference)."""
+        if self.fork_server is False or not forkserver.enabled():
+            return None
+        from mcp.client.stdio import get_default_environment
+
+        assert self.spec.command is not None
+        # What the SDK's stdio client would give the child: its safe default under the entry's environment.
+        plan = forkserver.fork_plan(self.spec.command, self.spec.args, self.spec.cwd,
+                                    {**get_default_environment(), **env})
+        if plan is None:
+            return None
+        stderr_file.flush()
+        # Half the start-up time at most for the fork server (it may be starting): the rest is for falling back.
+        wait = max(0.0, self._deadline - anyio.current_time()) / 2
+        return await forkserver.spawn(plan, stderr_file.fileno(), wait)
 
     def _on_garbage(self, exc: Exception) -> SessionMessage | None:
         """A stdout line that is not JSON-RPC: salvage a message glued to it, else fail the calls in flight.
@@ -418,9 +461,23 @@ class ServerSupervisor:
         verb = ("failed to restart" if self.restarts else "failed to start") if starting else "stopped working"
         return f"{head} {verb}: {what}{self._stderr_note()}"
 
+    def _exit_note(self) -> str:
+        """How the server process ended, where that is known (a forked server's exit code), else ""."""
+        process = self.process
+        if process is None or process.returncode is None:
+            return ""
+        code = process.returncode
+        if code >= 0:
+            return f" (exit code {code})"
+        try:
+            return f" (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            return f" (killed by signal {-code})"
+
     def _gone_message(self) -> str:
         if self.spec.transport == "stdio":
-            what = "the server process exited (or closed its stdout)"
+            note = self._exit_note()
+            what = f"the server process exited{note}" if note else "the server process exited (or closed its stdout)"
         else:
             what = "the connection to the server closed"
         return self._failure_message(what, starting=False)
@@ -434,7 +491,7 @@ class ServerSupervisor:
 
     def _describe_loss(self, exc: BaseException) -> str:
         if self.spec.transport == "stdio":
-            return f"the server process exited or its connection failed ({describe_error(exc)})"
+            return f"the server process exited or its connection failed ({describe_error(exc)}){self._exit_note()}"
         return f"the connection failed: {describe_error(exc)}"
 
     def _restart_note(self) -> str:
@@ -455,6 +512,14 @@ class ServerSupervisor:
 
 
 # -- module helpers ------------------------------------------------------------------------------------
+
+
+_LEGACY_SERVERS: set[tuple[str, ...]] = set()
+"""Stdio programs (command and arguments) seen to die on the discovery probe in this process."""
+
+
+def _legacy_key(spec: ServerSpec) -> tuple[str, ...]:
+    return (spec.command or spec.url or "", *spec.args)
 
 
 def _roots_for(spec: ServerSpec, hub_roots: Sequence[str | os.PathLike[str]] | None) -> list[types.Root] | None:
