@@ -1,6 +1,6 @@
 """The files MCP server: read, write, edit, list and search files, confined to the allowed roots.
 
-Run alone: `agent server files ROOT [ROOT ...] [--http HOST:PORT]` (stdio by default). Tools that
+Run alone: `agent server files ROOT [ROOT ...] [--alias /data=ROOT] [--http HOST:PORT]` (stdio by default). Tools that
 return file content, diffs or trees answer in plain text; tools that return facts about files also
 return structured content with an output schema. Work that grows with file or tree size runs in a
 worker thread, so one big search does not stall other calls.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import functools
 import inspect
 import logging
@@ -70,6 +71,58 @@ MAX_EDIT_BYTES = 16 * 1024 * 1024
 MAX_LIST_ENTRIES = 2000
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class AliasedGuard(PathGuard):
+    """A guard whose roots also answer to other absolute paths: with `/data` aliasing a root, `/data/x` is the
+    root's `x`, and paths below that root are shown as `/data/...` (benchmarks' prompts name `/data/<file>`
+    while each run works on its own copy)."""
+
+    aliases: tuple[tuple[str, str], ...] = ()  # (alias, real root), longest alias first
+
+    def _join(self, path: str) -> str:
+        for alias, root in self.aliases:
+            if path == alias or path.startswith(alias + "/"):
+                return root + path[len(alias):]
+        return super()._join(path)
+
+    def display(self, real: str) -> str:
+        for alias, root in self.aliases:
+            if real == root:
+                return alias
+            if real.startswith(root.rstrip(os.sep) + os.sep):
+                return alias.rstrip("/") + real[len(root.rstrip(os.sep)):]
+        return super().display(real)
+
+    def _refuse_outside(self, path: str, absolute: str, real: str) -> PathRefused:
+        refusal = super()._refuse_outside(path, absolute, real)
+        text = str(refusal)
+        for alias, root in self.aliases:  # name the roots as the client knows them
+            text = text.replace(root, alias)
+        return PathRefused(text)
+
+
+def root_names(guard: PathGuard) -> list[str]:
+    """The allowed roots as the client should name them: an aliased root by its alias."""
+    aliases = dict((root, alias) for alias, root in getattr(guard, "aliases", ()))
+    return [aliases.get(root, root) for root in guard.roots]
+
+
+def parse_aliases(values: Sequence[str], roots: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`ALIAS[=ROOT]` arguments (default ROOT: the first root) as (alias, real root) pairs; ValueError when an
+    alias is not an absolute path or its root is not one of `roots` (real paths)."""
+    pairs = []
+    for value in values:
+        alias, _, target = value.partition("=")
+        alias = alias.rstrip("/")
+        if not alias.startswith("/") or alias == "":
+            raise ValueError(f"--alias {value!r}: the alias must be an absolute path such as /data")
+        root = os.path.realpath(os.path.expanduser(target)) if target else (roots[0] if roots else "")
+        if root not in roots:
+            raise ValueError(f"--alias {value!r}: {target or root!r} is not one of the roots")
+        pairs.append((alias, root))
+    return tuple(sorted(pairs, key=lambda pair: len(pair[0]), reverse=True))
 
 
 def _result(model: BaseModel, text: str) -> CallToolResult:
@@ -240,7 +293,7 @@ class FileTools:
             if not uris:
                 await self.log.info(ctx, "the client lists no roots: the command-line roots stay allowed")
             elif guard.roots != self.guard.roots:
-                shown = ", ".join(guard.roots) or "none"
+                shown = ", ".join(root_names(guard)) or "none"
                 await self.log.info(ctx, f"the client's roots narrow the allowed roots to: {shown}")
         self._session_guards.set(session, guard)
         return guard
@@ -260,7 +313,7 @@ class FileTools:
             else:
                 prefix = real.rstrip(os.sep) + os.sep
                 narrowed.extend(root for root in self.guard.roots if root.startswith(prefix))
-        return PathGuard(tuple(dict.fromkeys(narrowed)))
+        return dataclasses.replace(self.guard, roots=tuple(dict.fromkeys(narrowed)))
 
     async def forget_roots(self, ctx: Any, call_next: Callable[[Any], Any]) -> Any:
         """Server middleware: drop a session's cached roots when the client says they changed."""
@@ -874,8 +927,9 @@ class FileTools:
                 "No allowed roots: the client's roots do not overlap the server's, so every path is refused."
             )
         else:
-            text = "\n".join(guard.roots) + f"\n[from the {source}; relative paths start at {guard.roots[0]}]"
-        return _result(RootsResult(roots=list(guard.roots), source=source), text)
+            names = root_names(guard)
+            text = "\n".join(names) + f"\n[from the {source}; relative paths start at {names[0]}]"
+        return _result(RootsResult(roots=root_names(guard), source=source), text)
 
 
 def _make_directory(guard: PathGuard, real: str, shown: str) -> bool:
@@ -942,8 +996,12 @@ def build_server(
     name: str = "files",
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING",
     auth: Mapping[str, Any] | None = None,
+    aliases: Sequence[str] = (),
 ) -> MCPServer:
     """An MCPServer whose tools may only touch files below `roots` (made absolute and real).
+
+    `aliases`: `ALIAS[=ROOT]` (e.g. `/data=/tmp/run-1`): paths under ALIAS resolve below ROOT (default: the
+    first root), and paths below ROOT are shown under ALIAS.
 
     client_roots="narrow" lets a client that offers roots (handshake-era protocols) shrink the allowed
     set to the roots both sides name; "ignore" keeps the command line only. Raises ValueError if no root
@@ -952,6 +1010,8 @@ def build_server(
     guard, problems = PathGuard.from_arguments(roots)
     if not guard.roots:
         raise ValueError("no usable root directory: " + "; ".join(problems or ["none given"]))
+    if aliases:
+        guard = AliasedGuard(guard.roots, parse_aliases(aliases, guard.roots))
     for problem in problems:
         logging.getLogger(__name__).warning("files server: %s", problem)
     log = ClientLog(name)
@@ -968,8 +1028,8 @@ def build_server(
         version=package_version(),
         instructions=show(
             "Read, write, edit, list and search files below these roots: "
-            + ", ".join(guard.roots)
-            + f". Relative paths start at {guard.roots[0]}. Prefer edit_file over write_file for changes, "
+            + ", ".join(root_names(guard))
+            + f". Relative paths start at {root_names(guard)[0]}. Prefer edit_file over write_file for changes, "
             "search_content and glob_search over reading whole trees. File names that are not valid UTF-8 "
             "are shown with \\xNN escapes for their odd bytes; pass them back as shown."
         ),
@@ -1024,6 +1084,14 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_MEDIA_BYTES // (1024 * 1024),
         help="size cap of read_media_file",
     )
+    parser.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="PATH[=ROOT]",
+        help="let the absolute PATH name ROOT (default: the first root), and show paths below ROOT under PATH; "
+        "e.g. --alias /data=WORKSPACE for tasks that name /data/<file> (repeatable)",
+    )
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -1037,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
             max_media_bytes=max(1, args.max_media_mb) * 1024 * 1024,
             log_level=args.log_level,
             auth=bearer_auth(token, url_of(*args.http)) if args.http else None,
+            aliases=args.alias,
         )
     except ValueError as err:
         print(f"files server: {err}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """The shell MCP server: run commands and background jobs in a Sandbox bound to one workspace folder.
 
     agent server shell ROOT [--timeout-default 60] [--timeout-max 600] [--output-cap 30000]
-        [--env-allow NAME]... [--allow REGEX]... [--deny REGEX]... [--sandbox local] [--http HOST:PORT]
+        [--env-allow NAME]... [--allow REGEX]... [--deny REGEX]... [--sandbox local] [--alias /data]
+        [--http HOST:PORT]
 
 Speaks stdio by default, streamable HTTP (at /mcp) with --http. Heavy imports wait until they are needed:
 `import mcp.server` alone takes about a second, and clients time the start-up.
@@ -77,6 +78,30 @@ class CommandPolicy:
         return " ".join(parts)
 
 
+class PathAlias:
+    """An absolute path (`/data`) that names the workspace root, for a sandbox that cannot mount it there.
+
+    The local sandbox runs on the host, so the alias is written out: where the command line names the alias
+    as a path (`cat /data/x.csv`, `--dir=/data`, `'/data/a b.csv'`), the workspace root replaces it, and the
+    root is shown as the alias again in what the command prints. Docker and bubblewrap mount the workspace at
+    the alias instead (`open_sandbox(workdir=...)`), and nothing is rewritten.
+    """
+
+    def __init__(self, alias: str, root: str):
+        self.alias = alias.rstrip("/") or "/"
+        self.root = root.rstrip("/") or "/"
+        # The alias as a whole path component: not inside a longer name (/database, foo/data, /data2).
+        self._inward = re.compile(r"(?<![\w./~-])" + re.escape(self.alias) + r"(?![\w.-])")
+
+    def inward(self, text: str) -> str:
+        """`text` (a command line, a cwd) with the alias written as the workspace root."""
+        return self._inward.sub(lambda _: self.root, text)
+
+    def outward(self, text: str) -> str:
+        """`text` (a command's output) with the workspace root shown as the alias."""
+        return text.replace(self.root, self.alias) if self.root != "/" else text
+
+
 @dataclass
 class _Job:
     job_id: str
@@ -96,12 +121,15 @@ def build_server(
     deny: Sequence[str] = (),
     name: str = "shell",
     auth: Mapping[str, Any] | None = None,
+    alias: str | None = None,
 ) -> "MCPServer":
     """An MCP server running commands in `sandbox`, any backend; the server's lifespan enters and leaves it.
 
     `env_allow` names variables of this process passed to every command (the sandbox passes no secrets on
     its own); `allow`/`deny` are regular expressions (see `CommandPolicy`). `auth`: MCPServer's auth
-    arguments (agent.servers._http.bearer_auth) for HTTP.
+    arguments (agent.servers._http.bearer_auth) for HTTP. `alias`: an absolute path that also names the
+    workspace root (`/data`); unless the sandbox mounts the workspace there, command lines and outputs are
+    rewritten (`PathAlias`).
     """
     from contextlib import asynccontextmanager
 
@@ -124,6 +152,13 @@ def build_server(
     jobs: dict[str, _Job] = {}
     job_numbers = itertools.count(1)
     workdir = sandbox.workdir
+    rewrite = PathAlias(alias, workdir) if alias and alias.rstrip("/") != workdir.rstrip("/") else None
+
+    def inward(text: str) -> str:
+        return rewrite.inward(text) if rewrite else text
+
+    def outward(text: str) -> str:
+        return rewrite.outward(text) if rewrite else text
 
     class CommandResult(BaseModel):
         exit_code: int | None = Field(description="Exit status; null when the command was killed (timed_out)")
@@ -176,6 +211,7 @@ def build_server(
         return path
 
     def command_cwd(cwd: str) -> str:
+        cwd = inward(cwd)
         path = inside_workdir(cwd)
         on_host = os.path.join(sandbox.workspace, posixpath.relpath(path, workdir))
         if not os.path.lexists(on_host) and (decoded := unescape(cwd)) is not None:
@@ -250,7 +286,8 @@ def build_server(
         name,
         version=package_version(),
         instructions=show(
-            f"Runs shell commands in a {sandbox.kind} sandbox whose workspace root is {workdir}. Use run_command "
+            f"Runs shell commands in a {sandbox.kind} sandbox whose workspace root is {alias or workdir}. "
+            "Use run_command "
             "for commands that finish; start_job for servers, watchers and anything interactive. " + rules
         ).strip(),
         lifespan=lifespan,
@@ -302,7 +339,7 @@ def build_server(
         full = output_file()
         try:
             outcome = await sandbox.exec(
-                command,
+                inward(command),
                 cwd=run_cwd,
                 env=command_env(env),
                 timeout=limit,
@@ -320,10 +357,11 @@ def build_server(
                 saved = f"{OUTPUTS_DIR}/{full.name}"
             else:
                 full.unlink(missing_ok=True)
+        stdout, stderr = outward(outcome.stdout), outward(outcome.stderr)
         structured = CommandResult(
             exit_code=outcome.exit_code,
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
+            stdout=stdout,
+            stderr=stderr,
             duration_s=round(outcome.duration_s, 3),
             timed_out=outcome.timed_out,
             truncated=outcome.truncated,
@@ -338,11 +376,11 @@ def build_server(
             lines = [f"Exit code {outcome.exit_code} ({outcome.duration_s:.2f} s)."]
         if timeout is not None and timeout > timeout_max:
             lines.append(f"(Timeout lowered from {timeout:g} s to the server's maximum, {timeout_max:g} s.)")
-        if outcome.stdout:
-            lines.append(f"stdout:\n{outcome.stdout.rstrip(chr(10))}")
-        if outcome.stderr:
-            lines.append(f"stderr:\n{outcome.stderr.rstrip(chr(10))}")
-        if not outcome.stdout and not outcome.stderr:
+        if stdout:
+            lines.append(f"stdout:\n{stdout.rstrip(chr(10))}")
+        if stderr:
+            lines.append(f"stderr:\n{stderr.rstrip(chr(10))}")
+        if not stdout and not stderr:
             lines.append("(no output)")
         if not outcome.timed_out and outcome.exit_code is not None and outcome.exit_code < 0:
             await log.warning(ctx, f"killed by signal {-outcome.exit_code}: {command}")
@@ -374,7 +412,7 @@ def build_server(
         await refuse_unless_allowed(ctx, command)
         run_cwd = command_cwd(cwd)
         try:
-            process = await sandbox.spawn(command, cwd=run_cwd, env=command_env(env))
+            process = await sandbox.spawn(inward(command), cwd=run_cwd, env=command_env(env))
         except SandboxError as exc:
             await log.error(ctx, f"the sandbox could not start the job: {exc}: {command}")
             raise ToolError(show(str(exc))) from exc
@@ -413,6 +451,7 @@ def build_server(
                 output = await entry.process.read(output_cap)
         if not output and entry.process.returncode is not None:
             output = await entry.process.read(output_cap)  # what arrived while it exited
+        output = outward(output)
         info = job_info(entry)
         text = f"{job_status(info)}\n" + (output if output else "(no new output)")
         return result(text, JobOutput(**info, output=output))
@@ -472,8 +511,10 @@ def build_server(
     return server
 
 
-def open_sandbox(kind: str, root: Path, *, image: str | None = None, network: bool = False) -> "Sandbox":
-    """The backend `kind` over `root`, imported only now; `LookupError` when this checkout lacks it."""
+def open_sandbox(kind: str, root: Path, *, image: str | None = None, network: bool = False,
+                 workdir: str | None = None) -> "Sandbox":
+    """The backend `kind` over `root`, imported only now; `LookupError` when this checkout lacks it. `workdir`:
+    where docker and bubblewrap mount the workspace (the local sandbox runs in `root` itself)."""
     import importlib
 
     from agent.runtime.sandbox import SandboxSpec
@@ -488,7 +529,8 @@ def open_sandbox(kind: str, root: Path, *, image: str | None = None, network: bo
             f"the {kind} sandbox is not available in this installation ({module_name} is missing); "
             "use --sandbox local"
         ) from exc
-    spec = SandboxSpec(kind=kind, network=network, **({"image": image} if image else {}))
+    spec = SandboxSpec(kind=kind, network=network, **({"image": image} if image else {}),
+                       **({"workdir": workdir} if workdir and kind != "local" else {}))
     return getattr(module, class_name)(root, spec)
 
 
@@ -558,6 +600,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--image", help="container image (docker sandbox; default agent-sandbox:bookworm)")
     parser.add_argument(
+        "--alias",
+        metavar="PATH",
+        help="an absolute path that also names the workspace root, e.g. /data for tasks that name /data/<file>: "
+        "docker and bubblewrap mount the workspace there; the local sandbox rewrites it in command lines (and "
+        "the root back to PATH in outputs)",
+    )
+    parser.add_argument(
         "--network", action="store_true", help="let commands use the network (docker and bubblewrap; off by default)"
     )
     parser.add_argument(
@@ -587,8 +636,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_exposure(args.http[0], token)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.alias is not None and (not args.alias.startswith("/") or args.alias.rstrip("/") == ""):
+        parser.error(f"--alias {args.alias!r}: expected an absolute path such as /data")
     try:
-        sandbox = open_sandbox(args.sandbox, root, image=args.image, network=args.network)
+        sandbox = open_sandbox(args.sandbox, root, image=args.image, network=args.network, workdir=args.alias)
     except LookupError as exc:
         print(f"shell server: {exc}", file=sys.stderr)
         return 2
@@ -601,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow=args.allow,
         deny=args.deny,
         auth=bearer_auth(token, url_of(*args.http)) if args.http is not None else None,
+        alias=args.alias,
     )
     import anyio
 

@@ -437,6 +437,61 @@ def docker_prune() -> Check:
     return check
 
 
+TOOLATHLON_ROOT = REPO / "tests" / "fixtures" / "toolathlon_root"
+ATLAS_OFFLINE = REPO / "tests" / "fixtures" / "atlas" / "offline"
+
+
+def toolathlon_checkout(shell: Shell) -> None:
+    """Where the README's Toolathlon lines run: a checkout (our fixture shaped like the benchmark's) after
+    `uv sync`, whose `.venv` holds what its checkers import."""
+    (shell.cwd / ".venv").unlink()  # the scratch folder's link to our venv: the checkout has its own
+    shutil.copytree(TOOLATHLON_ROOT, shell.cwd, dirs_exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(shell.cwd / ".venv")], check=True)
+    site = next((shell.cwd / ".venv" / "lib").glob("python3*/site-packages"))
+    (site / "grader_only_dep.py").write_text("MARK = 'ok'\n", encoding="utf-8")
+    terminal = shell.cwd / ".venv" / "bin" / "fixture-terminal"
+    terminal.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m agent.servers.shell "$ALLOWED_DIR"\n', encoding="utf-8")
+    terminal.chmod(0o755)
+
+
+def atlas_checkout(shell: Shell) -> None:
+    """What the README's MCP-Atlas lines set up: task rows, the data folder and the server template (our
+    fixtures shaped like the benchmark's, with offline stand-ins for its npx/uvx servers)."""
+    shutil.copy2(ATLAS_OFFLINE / "tasks.csv", shell.cwd / "sample_tasks.csv")
+    shell.env.update(TEMPLATE=str(ATLAS_OFFLINE / "mcp_server_template.json"),
+                     DATA=str(REPO / "tests" / "fixtures" / "atlas" / "data"),
+                     ATLAS_TEST_PYTHON=sys.executable, ATLAS_TEST_STUB=str(ATLAS_OFFLINE / "stub_server.py"))
+
+
+def after(setup: Callable[[Shell], Any], check: Check) -> Check:
+    def run(shell: Shell, command: str) -> None:
+        setup(shell)
+        check(shell, command)
+    return run
+
+
+def on_ray_cluster(*expected: str) -> Check:
+    """`--ray-address auto` on a machine of a running cluster: the CI cluster of .ci/ray-cluster.sh (the head
+    alone), found through RAY_ADDRESS, and stopped afterwards."""
+    def check(shell: Shell, command: str) -> None:
+        require_installed("Ray (pip install -e '.[ray]')", importlib.util.find_spec("ray") is not None,
+                          "install the [ray] extra as .ci/run does")
+        env = {**shell.env, "RAY_CI_NODES": "1"}
+        started = subprocess.run(["bash", str(REPO / ".ci" / "ray-cluster.sh"), "start"], env=env, capture_output=True,
+                                 text=True, timeout=180)
+        try:
+            assert started.returncode == 0, started.stderr
+            shell.env["RAY_ADDRESS"] = started.stdout.strip().splitlines()[-1]
+            exits_0(*expected)(shell, command)
+        finally:
+            subprocess.run(["bash", str(REPO / ".ci" / "ray-cluster.sh"), "stop"], env=env, capture_output=True,
+                           timeout=120)
+    return check
+
+
+RAY_COMMANDS = {"agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto"}
+
+
 @contextlib.contextmanager
 def thirdparty_site(shell: Shell) -> Iterator[None]:
     """What the README says to do first: the thirdparty servers installed and the release page on port 8766."""
@@ -576,8 +631,26 @@ EXPECTED: dict[str, Check] = {
             "agent vllm serve v4-flash --gpus 8xH200": vllm_absent(),
         }),
     "agent eval PATH... [-j N] [-k K] [--model M] [--think T] [--filter PATTERN] [--out DIR] [--resume] [--timeout S] "
-    "[--judge MODEL] [--scripted NAME] [--servers FILE] [--atlas-data DIR] [--toolathlon-root DIR] [--list]": synopsis(
+    "[--judge MODEL] [--scripted NAME] [--servers FILE] [--atlas-data DIR] [--toolathlon-root DIR] "
+    "[--grader-python PATH] [--our-servers] [--toolathlon-services NAMES] [--list] [--executor local|ray] "
+    "[--ray-address ADDRESS] [--cpus-per-run N]": synopsis(
         ["agent eval"], {"agent eval examples/suites/offline --list": exits_0("desensitize-records  [task]")}),
+    # README, Running Toolathlon (in the checkout) and Running MCP-Atlas
+    "agent eval tasks/finalpool --list": after(toolathlon_checkout, exits_0(
+        "word-stats  [toolathlon] servers: filesystem (benchmark", "· a Canvas LMS instance",
+        "canvas_api_token in configs/token_key_session.py")),
+    "agent eval tasks/finalpool -k 3 -j 4 --model deepseek:deepseek-v4-pro --think max --out evals/toolathlon-v4-pro":
+        after(toolathlon_checkout, fails_clearly(2, "DEEPSEEK_API_KEY is not set")),
+    "agent eval sample_tasks.csv --servers $TEMPLATE --atlas-data $DATA --list": after(atlas_checkout, exits_0(
+        "5f0e1d2c3b4a596877869504  [atlas]", "ATLAS_TEST_NOTION_TOKEN")),
+    "agent eval sample_tasks.csv --servers $TEMPLATE --atlas-data $DATA --model deepseek:deepseek-v4-pro --judge "
+    "deepseek:deepseek-v4-pro -j 5 --out evals/atlas": after(atlas_checkout, fails_clearly(2, "DEEPSEEK_API_KEY is not set")),
+    # README, Larger than one machine
+    "agent eval --executor ray": synopsis(["agent eval"]),
+    "agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto": on_ray_cluster(
+        "pass@1 100.0%", "graders proven: all 12 'reference' runs passed as expected"),
+    "agent eval examples/suites/offline -k 3 --model deepseek:deepseek-v4-flash --executor ray --ray-address auto "
+    "--cpus-per-run 2 --endpoint-concurrency 16 --endpoint-rate 5": fails_clearly(2, "DEEPSEEK_API_KEY is not set"),
     "agent eval examples/suites/offline --scripted reference": exits_0(
         "pass@1 100.0%", "graders proven: all 12 'reference' runs passed as expected"),
     "agent scripted-server script.yaml": prints_url_and_serves_models(
@@ -684,7 +757,8 @@ def test_the_readme_extraction_finds_code_lines_continuations_and_inline_command
 # --- each printed command, run ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", list(EXPECTED), ids=list(EXPECTED))
+@pytest.mark.parametrize("command", [  # the Ray lines share the Ray tests' worker: one cluster at a time
+    pytest.param(c, marks=pytest.mark.xdist_group("ray")) if c in RAY_COMMANDS else c for c in EXPECTED], ids=list(EXPECTED))
 def test_printed_command_runs_as_documented(shell: Shell, command: str) -> None:
     EXPECTED[command](shell, command)
 

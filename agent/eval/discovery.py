@@ -52,10 +52,11 @@ class EvalTask:
     spec: TaskSpec
     source: str
     kind: str = "task"  # task | toolathlon | atlas
-    folder: Path | None = None  # where solutions/ scripts are looked up
+    folder: Path | None = None  # where solutions/ scripts are looked up (Atlas rows: the row's solutions folder)
     suite: LoadedSuite | None = None
     warnings: list[str] = field(default_factory=list)
     script: Path | None = None  # --scripted: the trajectory to replay (None with --scripted nothing: built in)
+    servers_used: dict[str, str] = field(default_factory=dict)  # imported tasks: benchmark server -> who serves it
 
 
 @dataclass
@@ -66,6 +67,7 @@ class SkippedTask:
     source: str
     reason: str
     warnings: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)  # each thing it lacks here (imported tasks)
 
 
 @dataclass
@@ -79,6 +81,9 @@ class ImportOptions:
     servers: Path | None = None  # mcpServers entries for benchmark servers we do not ship
     atlas_data: Path | None = None
     toolathlon_root: Path | None = None
+    grader_python: Path | None = None  # Toolathlon checkers/preprocess: default the root's .venv
+    our_servers: bool = False  # our files/shell/web stand in for Toolathlon's filesystem/terminal/fetch
+    services: tuple[str, ...] = ()  # external services that are running (canvas, emails, ...)
 
 
 def load_suite(path: Path) -> LoadedSuite:
@@ -101,8 +106,20 @@ def discover(paths: Sequence[Path], options: ImportOptions | None = None) -> Dis
     """Every task under `paths`: suite folders or files, task files, Toolathlon task folders (or folders of
     them), MCP-Atlas CSV/JSONL/JSON files. Tasks that cannot run here are in `skipped` with the reason."""
     options = options or ImportOptions()
-    servers = importers.load_server_entries(options.servers)
+    entries = importers.read_server_entries(options.servers)
+    servers = entries.specs
     found = Discovery()
+    roots: dict[Path, toolathlon.ToolathlonRoot] = {}
+
+    def toolathlon_root(task_folder: Path) -> toolathlon.ToolathlonRoot | None:
+        """The checkout a Toolathlon task runs with, opened once per suite."""
+        where = options.toolathlon_root or toolathlon.find_root(task_folder.resolve())
+        if where is None:
+            return None
+        where = where.resolve()
+        if where not in roots:
+            roots[where] = toolathlon.ToolathlonRoot.open(where, options.grader_python)
+        return roots[where]
 
     def add_task_file(path: Path, suite: LoadedSuite | None) -> None:
         try:
@@ -118,11 +135,13 @@ def discover(paths: Sequence[Path], options: ImportOptions | None = None) -> Dis
         if imported.runnable:
             assert imported.spec is not None
             folder = Path(imported.source) if imported.kind == "toolathlon" else None
+            if imported.kind == "atlas":  # "<file>:row N"
+                folder = atlas.solutions_folder(imported.source.rsplit(":row ", 1)[0], imported.id)
             found.tasks.append(EvalTask(imported.id, imported.spec, imported.source, imported.kind, folder,
-                                        None, list(imported.warnings)))
+                                        None, list(imported.warnings), servers_used=dict(imported.servers)))
         else:
             found.skipped.append(SkippedTask(imported.id, imported.source, imported.problem or "cannot run",
-                                             list(imported.warnings)))
+                                             list(imported.warnings), list(imported.needs)))
 
     def visit(path: Path, depth: int) -> None:
         if path.is_file():
@@ -132,7 +151,8 @@ def discover(paths: Sequence[Path], options: ImportOptions | None = None) -> Dis
             elif suffix in (".yaml", ".yml"):
                 add_task_file(path, None)
             elif suffix in (".csv", ".jsonl", ".json"):
-                for imported in atlas.import_atlas_rows(path, servers=servers, data=options.atlas_data):
+                for imported in atlas.import_atlas_rows(path, servers=servers, data=options.atlas_data,
+                                                        unavailable=entries.unavailable):
                     add_imported(imported)
             else:
                 raise ConfigError(f"{path}: not a task file, suite, Toolathlon folder or MCP-Atlas file")
@@ -142,8 +162,9 @@ def discover(paths: Sequence[Path], options: ImportOptions | None = None) -> Dis
         if (path / SUITE_FILE).is_file():
             visit_suite(path / SUITE_FILE)
         elif toolathlon.is_toolathlon_task(path):
-            add_imported(toolathlon.import_toolathlon_task(path, servers=servers,
-                                                          toolathlon_root=options.toolathlon_root))
+            add_imported(toolathlon.import_toolathlon_task(
+                path, servers=servers, toolathlon_root=toolathlon_root(path), our_servers=options.our_servers,
+                services=options.services))
         elif (path / "task.yaml").is_file():
             add_task_file(path / "task.yaml", None)
         elif depth < 3:
@@ -188,16 +209,19 @@ def id_matches(task_id: str, patterns: Sequence[str]) -> bool:
 
 def attach_scripts(found: Discovery, name: str) -> None:
     """--scripted NAME: each task replays `solutions/NAME.yaml` beside its task file (`reference` may be the
-    task's `demo`; `nothing` has a built-in do-nothing answer). Tasks without one are skipped."""
+    task's `demo`; `nothing` has a built-in do-nothing answer); an MCP-Atlas row replays
+    `<rows file stem>.solutions/<TASK>/NAME.yaml` beside its rows file. Tasks without one are skipped."""
     kept = []
     for task in found.tasks:
-        candidates = [task.folder / "solutions" / f"{name}.yaml"] if task.folder else []
+        where = task.folder if task.kind == "atlas" else (task.folder / "solutions" if task.folder else None)
+        candidates = [where / f"{name}.yaml"] if where else []
         if name == "reference" and task.spec.demo is not None:
             candidates.append(task.spec.demo)
         script = next((p for p in candidates if p.is_file()), None)
         if script is None and name != "nothing":
+            expected = where / f"{name}.yaml" if task.kind == "atlas" and where else f"solutions/{name}.yaml"
             found.skipped.append(SkippedTask(task.id, task.source, f"no scripted trajectory '{name}' "
-                                             f"(solutions/{name}.yaml)", task.warnings))
+                                             f"({expected})", task.warnings))
             continue
         task.script = script
         kept.append(task)

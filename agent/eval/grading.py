@@ -30,6 +30,7 @@ from ..models.client import ChatModel, dumps
 from ..models.config import parse_model
 from ..result import RunResult
 from ..think import ThinkMode
+from .claims import JUDGE_SYSTEM, VERDICT_SCORES, Verdict, judge_prompt, match_claim, parse_verdict
 
 GRADE_DIR = ".agent/grade"
 """Where grading puts its own files inside the workspace (the run log; ground truth for non-local sandboxes)."""
@@ -142,9 +143,11 @@ def _grade_paths(spec: GradeSpec, context: GradeContext) -> _Paths:
     grade_dir = context.workspace / GRADE_DIR
     grade_dir.mkdir(parents=True, exist_ok=True)
     res_log = grade_dir / "res_log.json"
+    # Shaped like Toolathlon's res_log_file (its checkers read `messages`, some `status` and `config`).
     res_log.write_text(json.dumps({
-        "answer": context.answer, "stop_reason": context.result.stop_reason, "steps": context.result.steps,
-        "tool_calls": context.result.tool_calls, "messages": context.result.messages,
+        "config": {"agent_workspace": str(context.workspace), "launch_time": context.launch_time},
+        "status": "success", "answer": context.answer, "stop_reason": context.result.stop_reason,
+        "steps": context.result.steps, "tool_calls": context.result.tool_calls, "messages": context.result.messages,
     }, ensure_ascii=False, default=str), encoding="utf-8")
     sandbox = context.sandbox
     groundtruth, script = spec.groundtruth, spec.script
@@ -452,37 +455,6 @@ def csv_difference(actual: str, expected: str, tolerance: float = 1e-6, rel_tole
 
 # --- claims ------------------------------------------------------------------------------------------
 
-VERDICT_SCORES = {"fulfilled": 1.0, "partially_fulfilled": 0.5, "not_fulfilled": 0.0}
-
-JUDGE_SYSTEM = """You grade one claim against an AI assistant's final answer to a user's request.
-Decide whether the final answer states what the claim says. Judge only the final answer text: do not use
-your own knowledge of the facts, and ignore style.
-
-- fulfilled: the answer states the claim's content (in any wording).
-- partially_fulfilled: the answer states part of it, or states it vaguely or with a small error.
-- not_fulfilled: the answer does not state it, or contradicts it.
-
-Numbers: values within 5% of each other match; percentages within 1 percentage point match; "0.5", "50%"
-and "half" are the same; rounding and formatting (commas, currency signs, units) do not matter.
-
-Reply with one JSON object and nothing else:
-{"verdict": "fulfilled" | "partially_fulfilled" | "not_fulfilled", "reason": "<one sentence>"}"""
-
-
-def judge_prompt(answer: str, claim: str) -> str:
-    return f"Final answer:\n<<<\n{answer}\n>>>\n\nClaim:\n<<<\n{claim}\n>>>"
-
-
-@dataclass
-class Verdict:
-    score: float
-    verdict: str
-    reason: str
-    raw: str = ""
-    prompt: str = ""
-    cost: float = 0.0
-
-
 class ClaimJudge(Protocol):
     """Scores one claim against the final answer: 1 (fulfilled), 0.5 (partially), 0 (not)."""
 
@@ -491,27 +463,9 @@ class ClaimJudge(Protocol):
     async def judge(self, answer: str, claim: Claim) -> Verdict: ...
 
 
-_NUMBER_RE = re.compile(r"(?<![\w.])[-−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])[-−]?\d+(?:\.\d+)?|(?<=[a-zA-Z$€£])\d+(?:\.\d+)?")
-_QUOTED_RE = re.compile(r'"([^"]+)"|“([^”]+)”|`([^`]+)`')
-
-
-def numbers_in(text: str) -> list[tuple[float, int]]:
-    """The numbers written in `text`, each with its count of decimals (thousands separators allowed)."""
-    found = []
-    for match in _NUMBER_RE.finditer(text):
-        token = match.group(0).replace("−", "-").replace(",", "")
-        decimals = len(token.split(".")[1]) if "." in token else 0
-        found.append((float(token), decimals))
-    return found
-
-
-def _fold(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 class MatchJudge:
-    """The deterministic matcher: a claim's numbers (to the claim's precision) and quoted text must appear
-    in the answer. All found: 1; at least half: 0.5; else 0."""
+    """The offline matcher (`agent.eval.claims.match_claim`): entity words and quoted text must appear in the
+    answer, and the claim's numbers to its precision (or, without numbers, most of its key terms)."""
 
     label = "match"
 
@@ -519,45 +473,9 @@ class MatchJudge:
         return match_claim(answer, claim)
 
 
-def match_claim(answer: str, claim: Claim) -> Verdict:
-    numbers = [(float(n), claim.tolerance) for n in claim.numbers] if claim.numbers is not None else None
-    contains = claim.contains
-    if numbers is None and contains is None and claim.regex is None:
-        numbers = [(value, claim.tolerance if claim.tolerance is not None else 0.5 * 10.0 ** -decimals)
-                   for value, decimals in numbers_in(claim.claim)]
-        contains = [next(g for g in m.groups() if g) for m in _QUOTED_RE.finditer(claim.claim)]
-    numbers, contains = numbers or [], contains or []
-    if not numbers and not contains and claim.regex is None:
-        return Verdict(0.0, "not_fulfilled", "the matcher found no numbers or quoted text in this claim: add "
-                       "numbers/contains/regex to it, or configure a judge model")
-    in_answer = [value for value, _ in numbers_in(answer)]
-    folded = _fold(answer)
-    found, missing = 0, []
-    for value, tolerance in numbers:
-        tol = tolerance if tolerance is not None else 1e-9 + 1e-9 * abs(value)
-        if any(abs(a - value) <= tol + 1e-12 for a in in_answer):
-            found += 1
-        else:
-            missing.append(f"{value:g}")
-    for text in contains:
-        if _fold(text) in folded:
-            found += 1
-        else:
-            missing.append(repr(text))
-    if claim.regex is not None:
-        if re.search(claim.regex, answer, re.IGNORECASE | re.MULTILINE):
-            found += 1
-        else:
-            missing.append(f"/{claim.regex}/")
-    total = found + len(missing)
-    if not missing:
-        return Verdict(1.0, "fulfilled", f"all {total} found")
-    verdict = "partially_fulfilled" if found * 2 >= total and found else "not_fulfilled"
-    return Verdict(VERDICT_SCORES[verdict], verdict, f"missing from the answer: {', '.join(missing)}")
-
-
 class ModelJudge:
-    """An LLM judge: one non-think call per claim at temperature 0, through our ChatModel (any profile)."""
+    """An LLM judge: one non-think call per claim at temperature 0, through our ChatModel (any profile), with
+    MCP-Atlas's scoring rules (`agent.eval.claims.JUDGE_SYSTEM`)."""
 
     def __init__(self, model: Any):
         config = parse_model(model, where="judge model")
@@ -581,29 +499,14 @@ class ModelJudge:
     async def judge(self, answer: str, claim: Claim) -> Verdict:
         if self._model is None:
             raise RuntimeError("ModelJudge is used outside `async with`")
+        if not answer.strip():  # as MCP-Atlas's scorer: an empty answer fulfils nothing, no call made
+            return Verdict(0.0, "not_fulfilled", "empty final answer")
         prompt = judge_prompt(answer, claim.claim)
         messages = [dumps({"role": "system", "content": JUDGE_SYSTEM}), dumps({"role": "user", "content": prompt})]
         turn = await self._model.complete(self._model.request_body(messages, tools_json=None, mode=ThinkMode.none))
         verdict, reason = parse_verdict(turn.content)
         return Verdict(VERDICT_SCORES[verdict], verdict, reason, raw=turn.content, prompt=prompt,
                        cost=self._model.cost(turn.usage))
-
-
-def parse_verdict(text: str) -> tuple[str, str]:
-    """(verdict, reason) from a judge's reply: a JSON object, else the first verdict word in the text."""
-    match = re.search(r"\{.*\}", text, re.DOTALL)
-    if match:
-        try:
-            data = json.loads(match.group(0))
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and str(data.get("verdict", "")).strip().lower() in VERDICT_SCORES:
-            return str(data["verdict"]).strip().lower(), str(data.get("reason", ""))
-    lowered = text.lower().replace(" ", "_")
-    for word in ("not_fulfilled", "partially_fulfilled", "fulfilled"):
-        if word in lowered:
-            return word, text.strip()[:300]
-    return "not_fulfilled", f"unreadable judge reply: {text.strip()[:200]!r}"
 
 
 class ClaimsGrader:

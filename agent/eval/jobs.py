@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from agent.runtime.workspace import Workspace, WorkspaceError
 
 from ..errors import AgentError, ConfigError, ToolServerError
-from ..models.config import parse_model
+from ..models.config import ModelConfig, parse_model
 from ..runner import Agent
 from ..task import bind_workspace
 from ..testing import ScriptedModelServer
@@ -27,8 +27,9 @@ from ..trace import result_from_trace
 from ..usage import ModeStats, Usage
 from .discovery import EvalTask
 from .grading import GradeContext, GradeResult, ModelJudge, grade_run, not_graded
-from .report import HARNESS_ERROR
+from .report import HARNESS_ERROR, NOT_GRADED_STOPS
 from .site import SITE_VAR, allow_local_site, with_site
+from .taxonomy import classify_failure, read_trace
 
 DEFAULT_TIMEOUT_S = 1800.0
 NOTHING_SCRIPT = [{"content": "I did not do anything."}]
@@ -57,6 +58,9 @@ class RunRecord(BaseModel):
     model: str = ""
     scripted: str | None = None
     error: str | None = Field(None, description="The agent's error message, when it stopped on one")
+    failure_category: str | None = Field(
+        None, description="Why a failed run failed, in MCP-Atlas's failure taxonomy (agent.eval.taxonomy); None when "
+        "it passed or was not graded")
     workspace: str | None = Field(None, description="The kept workspace (--keep-workspaces)")
     finished_at: float = Field(default_factory=time.time)
 
@@ -143,6 +147,17 @@ def trace_path(out: Path, key: tuple[str, int]) -> Path:
     return out / "traces" / safe / f"r{key[1]}.jsonl"
 
 
+GENERATION_FIELDS = ("temperature", "top_p", "max_tokens")
+
+
+def with_task_generation(model: ModelConfig, task_model: ModelConfig) -> ModelConfig:
+    """--model replaces the task's endpoint; sampling settings the task set (an imported benchmark's run
+    settings, say) stay unless the new model string sets its own."""
+    keep = {name: getattr(task_model, name) for name in GENERATION_FIELDS
+            if getattr(model, name) is None and getattr(task_model, name) is not None}
+    return model.model_copy(update=keep) if keep else model
+
+
 async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunRecord:
     """One isolated run: a fresh workspace and sandbox, the task's servers, the agent, then grading.
 
@@ -184,7 +199,7 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
                     stack.push_async_callback(_stop_shielded, server)
                     updates["model"] = parse_model(server.model_string)
                 elif settings.model:
-                    updates["model"] = parse_model(settings.model, where="--model")
+                    updates["model"] = with_task_generation(parse_model(settings.model, where="--model"), spec.model)
                 if settings.think:
                     updates["think"] = settings.think
                 if settings.max_steps:
@@ -199,7 +214,9 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
                 if site_url is not None:
                     bound = allow_local_site(bound)
                 lap("workspace_s")
-                agent = await stack.enter_async_context(Agent.from_task(bound, trace_dir=None))
+                # Local tools that run code (python-execute) use the workspace's sandbox, not a second one.
+                shared = {"sandbox": workspace.sandbox} if workspace.sandbox is not None else {}
+                agent = await stack.enter_async_context(Agent.from_task(bound, trace_dir=None, **shared))
                 lap("servers_s")
                 launch_time = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S %A")
                 result = await agent.run(bound.prompt, trace_path=trace)
@@ -246,6 +263,8 @@ async def run_job(job: RunJob, settings: RunSettings, judges: Judges) -> RunReco
         record.cost, record.duration_s, record.think = result.cost, result.duration_s, result.think
         record.error = result.error
     record.timings = timings
+    if not record.passed and record.stop_reason not in NOT_GRADED_STOPS:
+        record.failure_category = classify_failure(record, read_trace(trace))
     record.wall_s = round(time.perf_counter() - started, 4)
     record.finished_at = time.time()
     return record

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..usage import Usage
+from .taxonomy import FAMILY, summarise_failures
 
 HARNESS_ERROR = "harness_error"
 """The stop reason of a run the harness could not grade (a checker that could not load, a lost worker)."""
@@ -66,6 +67,17 @@ def _usage(record: Any) -> Usage:
     return usage if isinstance(usage, Usage) else Usage.model_validate(usage or {})
 
 
+def _opt(record: Any, name: str) -> Any:
+    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+
+
+def _judge_of(record: Any) -> str | None:
+    grade = _get(record, "grade")
+    if grade is None:
+        return None
+    return grade.get("judge_model") if isinstance(grade, dict) else grade.judge_model
+
+
 def _failure_kind(record: Any) -> str | None:
     if _get(record, "passed"):
         return None
@@ -103,13 +115,19 @@ def build_report(records: Sequence[Any], tasks: Sequence[Any] = (), *, repeats: 
         "config": config or {},
         "repeats": repeats,
         "interrupted": interrupted,
-        "complete": all(len(rows) >= repeats for rows in by_task.values()) and not interrupted,
+        # Every run happened (graded or not): an ungraded run is a result, reported apart.
+        "complete": all(sum(_get(r, "task") == task for r in everything) >= repeats for task in by_task)
+        and not interrupted,
         "suite": suite,
         "tasks": per_task,
         "skipped": [{"id": getattr(s, "id", ""), "source": getattr(s, "source", ""), "reason": getattr(s, "reason", "")}
                     for s in skipped],
         "failures": [{"task": _get(r, "task"), "repeat": _get(r, "repeat"), "stop_reason": _get(r, "stop_reason"),
-                      "failure": _get(r, "failure")} for r in runs if not _get(r, "passed")],
+                      "failure": _get(r, "failure"), "category": _opt(r, "failure_category")}
+                     for r in runs if not _get(r, "passed")],
+        # Runs whose claims the offline matcher graded because no judge model was configured.
+        "matcher_graded": [{"task": _get(r, "task"), "repeat": _get(r, "repeat")} for r in runs
+                           if _judge_of(r) == "match"],
         "not_graded": [{"task": _get(r, "task"), "repeat": _get(r, "repeat"), "stop_reason": _get(r, "stop_reason"),
                         "failure": _get(r, "failure")} for r in ungraded],
     }
@@ -197,6 +215,8 @@ def _suite_metrics(by_task: dict[str, list[Any]], runs: Sequence[Any], repeats: 
         "mean_per_run": {name: value / n for name, value in timings.items()} if n else {},
         "stop_reasons": dict(Counter(_get(r, "stop_reason") for r in runs)),
         "failure_kinds": dict(Counter(k for k in (_failure_kind(r) for r in runs) if k)),
+        # MCP-Atlas's failure taxonomy (agent.eval.taxonomy), for runs whose record carries a category.
+        "failure_categories": summarise_failures(_opt(r, "failure_category") for r in runs if not _get(r, "passed")),
         "think": think,
     }
 
@@ -229,6 +249,11 @@ def _headline(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [(f"pass@{k}", _pct(suite["pass@k"].get(str(k)))), (f"pass^{k}", _pct(suite["pass^k"].get(str(k))))]
     if suite["mean_coverage"] is not None:
         rows.append(("claims coverage (mean)", f"{suite['mean_coverage']:.3f}"))
+        if suite.get("coverage_pass_rate_0.50") is not None:
+            rows.append(("claims coverage >= 0.50", _pct(suite["coverage_pass_rate_0.50"])))
+    matched = report.get("matcher_graded") or []
+    if matched:
+        rows.append(("claims graded by", f"the offline matcher, not a judge model, in {len(matched)} run(s)"))
     hit = totals["cache_hit_rate"]
     rows += [
         ("tasks / runs / passes", f"{totals['tasks']} / {totals['runs']} / {totals['passes']}"),
@@ -272,11 +297,22 @@ def render_markdown(report: dict[str, Any]) -> str:
     if overhead:
         lines += ["", "## Time per run (mean)", "", "| stage | seconds |", "|---|---|",
                   *[f"| {name.removesuffix('_s')} | {value:.3f} |" for name, value in overhead.items()]]
+    categories = report["suite"].get("failure_categories") or {}
+    if categories.get("modes"):
+        lines += ["", "## Failure categories (MCP-Atlas taxonomy)", "", "| family | mode | runs |", "|---|---|---|"]
+        lines += [f"| {FAMILY.get(mode, 'other')} | {mode} | {count} |" for mode, count in categories["modes"].items()]
+        lines += ["", "By family: " + ", ".join(f"{k} {v}" for k, v in categories["families"].items())]
     if report["failures"]:
         lines += ["", "## Failures", ""]
         for f in report["failures"]:
             reason = (f["failure"] or "").splitlines()[0] if f["failure"] else f["stop_reason"]
-            lines.append(f"- `{f['task']}` r{f['repeat']} ({f['stop_reason']}): {reason}")
+            category = f" [{f['category']}]" if f.get("category") else ""
+            lines.append(f"- `{f['task']}` r{f['repeat']} ({f['stop_reason']}){category}: {reason}")
+    if report.get("matcher_graded"):
+        lines += ["", "## Graded by the offline matcher", "",
+                  "No judge model was configured (--judge), so the claims of these runs were checked by the "
+                  "offline matcher, which is stricter than MCP-Atlas's LLM judge:", ""]
+        lines += [f"- `{m['task']}` r{m['repeat']}" for m in report["matcher_graded"]]
     if report["not_graded"]:
         lines += ["", "## Not graded (harness errors, left out of every rate)", ""]
         for f in report["not_graded"]:
@@ -417,6 +453,17 @@ def render_html(report: dict[str, Any]) -> str:
               f"<div><h2>Cost vs success</h2>{svg_cost_vs_success(report['tasks'])}</div>"]
     if suite["think"]:
         charts.append(f"<div><h2>Think-mode usage</h2>{svg_think_modes(suite['think'])}</div>")
+    categories = suite.get("failure_categories") or {}
+    taxonomy = ""
+    if categories.get("modes"):
+        taxonomy = ("<h2>Failure categories (MCP-Atlas taxonomy)</h2><table><tr><th>family</th><th>mode</th>"
+                    "<th>runs</th></tr>" + "".join(
+                        f"<tr><td>{_esc(FAMILY.get(m, 'other'))}</td><td>{_esc(m)}</td><td class=\"num\">{c}</td></tr>"
+                        for m, c in categories["modes"].items()) + "</table>")
+    matched = report.get("matcher_graded") or []
+    if matched:
+        taxonomy += ("<h2>Graded by the offline matcher</h2><p>No judge model was configured: "
+                     + ", ".join(f"<code>{_esc(m['task'])}</code> r{m['repeat']}" for m in matched) + "</p>")
     skipped = ""
     if report["skipped"]:
         skipped = "<h2>Not run</h2><ul>" + "".join(
@@ -432,6 +479,6 @@ def render_html(report: dict[str, Any]) -> str:
 <h2>Tasks</h2>
 <table><tr><th>task</th><th>passes/{k}</th><th>coverage</th><th>turns</th><th>tool calls</th><th>prompt tok</th>
 <th>cache hits</th><th>completion</th><th>reasoning</th><th>cost/run</th><th>time/run</th><th>stop reasons</th>
-<th>failures</th></tr>{"".join(rows)}</table>{skipped}
+<th>failures</th></tr>{"".join(rows)}</table>{taxonomy}{skipped}
 </body></html>
 """
