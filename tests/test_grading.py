@@ -236,9 +236,15 @@ async def test_match_judging_can_be_forced_even_with_a_judge_model(tmp_path):
     assert result.passed and result.judge_model == "match"
 
 
-def test_grade_paths_write_the_run_log(tmp_path):
+def test_grade_paths_write_the_run_log_outside_the_workspace(tmp_path):
+    """Checkers may compare the workspace's exact contents (Toolathlon's arrange-workspace does): grading adds
+    nothing to it when the checker runs on the host."""
     from agent.eval.grading import _grade_paths
 
-    paths = _grade_paths(GradeSpec(commands=[{"run": "true"}]), GradeContext(tmp_path, finished("hi")))
+    workspace, scratch = tmp_path / "ws", tmp_path / "scratch"
+    workspace.mkdir()
+    paths = _grade_paths(GradeSpec(commands=[{"run": "true"}]), GradeContext(workspace, finished("hi")), scratch)
     log = json.loads(Path(paths.res_log).read_text())
     assert paths.python == sys.executable and log["answer"] == "hi" and log["messages"][-1]["content"] == "hi"
+    assert log["status"] == "success" and Path(paths.res_log).parent == scratch
+    assert list(workspace.iterdir()) == []

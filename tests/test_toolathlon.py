@@ -173,7 +173,7 @@ def test_list_says_per_task_runnable_or_exactly_what_is_missing(tmp_path):
     assert "- web-lookup (" in out and "SERPER_API_KEY" in out
     assert "- memory-notes (" in out
     assert "· npm package @modelcontextprotocol/server-memory in" in out and "(`npm install` in the checkout" in out
-    assert "· `uv tool install pdf-tools-mcp@0.1.4` (the benchmark's pinned pdf-tools-mcp" in out
+    assert "· `uv tool install pdf-tools-mcp@0.1.4 --with 'mcp<2'` (the benchmark's pinned pdf-tools-mcp" in out
     ours = agent("eval", "tasks/finalpool", "--list", "--our-servers", cwd=root)
     assert "word-stats  [toolathlon] servers: filesystem (ours (files)), terminal (ours (shell))" in ours.stdout
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,7 +114,11 @@ class CommandGrader:
     async def check(self, context: GradeContext) -> list[CheckResult]:
         if not (self.spec.script or self.spec.commands):
             return []
-        paths = _grade_paths(self.spec, context)
+        with tempfile.TemporaryDirectory(prefix="agent-grade-") as scratch:
+            return await self._check(context, Path(scratch))
+
+    async def _check(self, context: GradeContext, scratch: Path) -> list[CheckResult]:
+        paths = _grade_paths(self.spec, context, scratch)
         env = {"AGENT_WORKSPACE": paths.workspace, "GROUNDTRUTH_WORKSPACE": paths.groundtruth,
                "RES_LOG_FILE": paths.res_log, "LAUNCH_TIME": context.launch_time, "PYTHON": paths.python,
                **context.extra_env}
@@ -137,10 +142,12 @@ class _Paths:
     python: str
 
 
-def _grade_paths(spec: GradeSpec, context: GradeContext) -> _Paths:
-    """Paths as commands see them. Local sandboxes see the host; others see the workspace only, so the
-    ground truth and script folder are copied under .agent/grade first."""
-    grade_dir = context.workspace / GRADE_DIR
+def _grade_paths(spec: GradeSpec, context: GradeContext, scratch: Path) -> _Paths:
+    """Paths as commands see them. Local sandboxes see the host: the run log goes to `scratch`, outside the
+    workspace, whose exact contents checkers may compare (Toolathlon's do). Others see the workspace only, so
+    the run log, ground truth and script folder are copied under .agent/grade first."""
+    local = context.sandbox is None or getattr(context.sandbox, "kind", "local") == "local"
+    grade_dir = scratch if local else context.workspace / GRADE_DIR
     grade_dir.mkdir(parents=True, exist_ok=True)
     res_log = grade_dir / "res_log.json"
     # Shaped like Toolathlon's res_log_file (its checkers read `messages`, some `status` and `config`).
@@ -151,7 +158,7 @@ def _grade_paths(spec: GradeSpec, context: GradeContext) -> _Paths:
     }, ensure_ascii=False, default=str), encoding="utf-8")
     sandbox = context.sandbox
     groundtruth, script = spec.groundtruth, spec.script
-    if sandbox is None or getattr(sandbox, "kind", "local") == "local":
+    if local:
         return _Paths(str(context.workspace), str(groundtruth or ""), str(res_log), str(script or ""), sys.executable)
     inside = f"{sandbox.workdir.rstrip('/')}/{GRADE_DIR}"
     if groundtruth is not None and groundtruth.is_dir():

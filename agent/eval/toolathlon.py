@@ -358,8 +358,10 @@ def _resolve_benchmark_server(root: ToolathlonRoot, server: ServerDef) -> _Resol
         installed = root.uv_tool_bin(package, executable)
         if installed is None:
             pinned = root.pinned_uv_tools.get(package, package)
-            out.needs.append(f"`uv tool install {pinned}` (the benchmark's pinned {package}; its "
-                             "global_preparation/install_env.sh installs them all)")
+            # `mcp<2`: these were written for the MCP SDK 1.x, and their own pins let today's 2.x in (measured:
+            # pdf-tools-mcp 0.1.4 then fails on `from mcp.server.fastmcp import FastMCP`).
+            out.needs.append(f"`uv tool install {pinned} --with 'mcp<2'` (the benchmark's pinned {package}, as its "
+                             "global_preparation/install_env.sh installs it, kept on the MCP SDK 1.x it was built for)")
         else:
             command, args = str(installed), rest
     elif name == "npx":
