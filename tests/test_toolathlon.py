@@ -188,6 +188,12 @@ def test_the_reference_passes_and_the_wrong_answer_fails_with_the_benchmarks_che
         record = records(out)["word-stats"]
         assert record["passed"] is expect, record["failure"]
         assert record["stop_reason"] == "claim_done"
+        events = [json.loads(line) for line in (out / record["trace"]).read_text().splitlines()]
+        results = {e["tool"]: e for e in events if e["type"] == "tool_result"}
+        assert not [e for e in results.values() if e["is_error"]], results
+        if expect:  # Toolathlon's local tools, by its names, in the run
+            assert "{'lines': 3, 'words': 6, 'chars': 36}" in results["python-execute"]["content"]
+            assert "notes.txt" in results["search_history"]["content"]
         if not expect:
             assert "stats.json is {'lines': 6" in record["failure"]
         config = json.loads((out / "eval.json").read_text())
