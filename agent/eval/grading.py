@@ -158,7 +158,7 @@ def _grade_paths(spec: GradeSpec, context: GradeContext, scratch: Path) -> _Path
     }, ensure_ascii=False, default=str), encoding="utf-8")
     sandbox = context.sandbox
     groundtruth, script = spec.groundtruth, spec.script
-    if local:
+    if local or sandbox is None:
         return _Paths(str(context.workspace), str(groundtruth or ""), str(res_log), str(script or ""), sys.executable)
     inside = f"{sandbox.workdir.rstrip('/')}/{GRADE_DIR}"
     if groundtruth is not None and groundtruth.is_dir():
