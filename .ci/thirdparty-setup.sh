@@ -6,6 +6,8 @@
 #   npm  @modelcontextprotocol/inspector (the MCP Inspector CLI, tests/test_host_inspector.py)
 #                                                -> .thirdparty/inspector, run with the Node 22 below
 #   npm  node-linux-<arch>@22 (the Inspector needs Node >= 22.19) -> .thirdparty/node22 (bin: .../bin/node)
+#   npm  @modelcontextprotocol/conformance (the MCP conformance suite's client scenarios, tests/test_conformance.py)
+#                                                -> .thirdparty/conformance, run with the Node 22 above
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,9 @@ FILESYSTEM_VERSION=2026.8.31
 FETCH_VERSION=2026.10.24
 GIT_VERSION=2026.10.19
 INSPECTOR_VERSION=2.12.0
+# The 0.2 line is the one with the 2026-07-28 scenarios (the protocol our SDK speaks); 0.1.16 (npm's `latest`)
+# stops at 2025-11-25.
+CONFORMANCE_VERSION=0.2.0-alpha.12
 NODE22_VERSION=22.23.5
 PYTHON=${PYTHON:-.venv/bin/python}
 
@@ -47,7 +52,14 @@ if ! grep -q "\"version\": \"$INSPECTOR_VERSION\"" "$installed" 2>/dev/null; the
         "@modelcontextprotocol/inspector@$INSPECTOR_VERSION"
 fi
 
+installed=.thirdparty/conformance/node_modules/@modelcontextprotocol/conformance/package.json
+if ! grep -q "\"version\": \"$CONFORMANCE_VERSION\"" "$installed" 2>/dev/null; then
+    PATH="$node22_bin:$PATH" npm install --prefix .thirdparty/conformance --no-audit --no-fund --loglevel=error \
+        "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
+fi
+
 "$PYTHON" -m pip install --quiet "mcp-server-fetch==$FETCH_VERSION" "mcp-server-git==$GIT_VERSION"
 
 echo "thirdparty-setup: server-filesystem $FILESYSTEM_VERSION, mcp-server-fetch $FETCH_VERSION," \
-    "mcp-server-git $GIT_VERSION, inspector $INSPECTOR_VERSION (node $NODE22_VERSION) installed"
+    "mcp-server-git $GIT_VERSION, inspector $INSPECTOR_VERSION, conformance $CONFORMANCE_VERSION" \
+    "(node $NODE22_VERSION) installed"

@@ -40,6 +40,17 @@ _EXPORTS = {
     "RunFinished": ".events",
     "ServerNotice": ".events",
     "Graded": ".events",
+    "ElicitationAsked": ".events",
+    "ElicitationAnswered": ".events",
+    "SamplingAsked": ".events",
+    "SamplingAnswered": ".events",
+    "ServerProgress": ".events",
+    "ServerLog": ".events",
+    "Elicit": ".elicitation",
+    "ElicitationAnswer": ".elicitation",
+    "ElicitationRequest": ".elicitation",
+    "terminal_form": ".elicitation",
+    "SamplingPolicy": ".sampling",
     "Hooks": ".hooks",
     "ModelRequestInfo": ".hooks",
     "RequestChange": ".hooks",
@@ -99,6 +110,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .approvals import Approval, ApprovalPolicy, terminal_prompt
+    from .elicitation import Elicit, ElicitationAnswer, ElicitationRequest, terminal_form
     from .errors import (
         AgentError,
         BadRequestError,
@@ -113,6 +125,8 @@ if TYPE_CHECKING:
     )
     from .events import (
         ContextCompacted,
+        ElicitationAnswered,
+        ElicitationAsked,
         ErrorEvent,
         Event,
         Graded,
@@ -122,7 +136,11 @@ if TYPE_CHECKING:
         ModelRetry,
         RunFinished,
         RunStarted,
+        SamplingAnswered,
+        SamplingAsked,
+        ServerLog,
         ServerNotice,
+        ServerProgress,
         SubagentRun,
         ThinkChosen,
         ToolCallInfo,
@@ -145,6 +163,7 @@ if TYPE_CHECKING:
     from .result import RunError, RunResult, StopReason
     from .run import AgentRun, RunContext
     from .runner import DEFAULT_SYSTEM_PROMPT, Agent
+    from .sampling import SamplingPolicy
     from .session import Session, SessionTurn
     from .stream import EventStream
     from .subagents import AgentTool
@@ -160,6 +179,17 @@ __all__ = [
     "Approval",
     "ApprovalPolicy",
     "terminal_prompt",
+    "Elicit",
+    "ElicitationAnswer",
+    "ElicitationAnswered",
+    "ElicitationAsked",
+    "ElicitationRequest",
+    "SamplingAnswered",
+    "SamplingAsked",
+    "SamplingPolicy",
+    "ServerLog",
+    "ServerProgress",
+    "terminal_form",
     "AgentTool",
     "Session",
     "SessionTurn",

@@ -15,6 +15,7 @@ import anyio
 
 from .approvals import policy_for_cli
 from .demo import scripted_demo_if_needed
+from .elicitation import terminal_form
 from .errors import AgentError, ConfigError
 from .interrupts import (
     EXIT_BAD_INPUT,
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Read a JSONL trace back into a run result and print it as JSON.")
     trace.add_argument("path", type=Path)
 
+    sub.add_parser("auth", add_help=False,
+                   help="OAuth for HTTP MCP servers: log in once, log out, show stored tokens (agent auth --help)")
     sub.add_parser("server", add_help=False,
                    help="run one of our MCP servers (shell, files, web) over stdio or --http HOST:PORT "
                    "(agent server --help)")
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve_main(argv[1:])
     if argv[:1] == ["server"]:
         return _server(argv[1:])
+    if argv[:1] == ["auth"]:
+        from .auth_cli import main as auth_main
+
+        return auth_main(argv[1:])
     if argv[:2] == ["vllm", "serve"]:
         from agent.runtime.vllm import main as vllm_main
 
@@ -317,7 +324,9 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
             )
 
             stack.callback(tracing_from_environment())  # flushed when the run is over
-        agent = Agent.from_task(task, hooks=[policy] if policy else [], telemetry=args.otel or None, **shared)
+        # Servers' questions (MCP elicitation) are asked on the terminal; without one they are declined.
+        agent = Agent.from_task(task, hooks=[policy] if policy else [], telemetry=args.otel or None,
+                                elicitation=terminal_form, **shared)
         result = await agent.run(task.prompt, trace_path=args.trace, on_event=renderer)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))

@@ -174,6 +174,85 @@ class ServerNotice(_Event):
     message: str
 
 
+class ElicitationAsked(_Event):
+    """A server asked for input from the user during a tool call (MCP elicitation)."""
+
+    type: Literal["elicitation_request"] = "elicitation_request"
+    server: str
+    tool: str | None = Field(None, description="the tool call it came during, when known")
+    step: int | None = None
+    mode: Literal["form", "url"] = "form"
+    message: str
+    fields: list[str] = Field(default=[], description="the form's field names (form mode)")
+    url: str | None = Field(None, description="where the user is sent (url mode)")
+
+
+class ElicitationAnswered(_Event):
+    """How the server's question was answered. The values given are never traced, only the fields answered."""
+
+    type: Literal["elicitation_result"] = "elicitation_result"
+    server: str
+    tool: str | None = None
+    step: int | None = None
+    action: Literal["accept", "decline", "cancel"]
+    answered_by: str = Field(description="callback, terminal, host, or nobody")
+    fields: list[str] = Field(default=[], description="the fields the accepted answer filled in")
+    reason: str | None = Field(None, description="why it was declined or cancelled, when known")
+
+
+class SamplingAsked(_Event):
+    """A server asked our model for a completion (MCP sampling)."""
+
+    type: Literal["sampling_request"] = "sampling_request"
+    server: str
+    tool: str | None = None
+    step: int | None = None
+    messages: int
+    max_tokens: int = Field(description="what the server asked for (the policy's cap may lower it)")
+    prompt: str = Field(description="the request's text, shortened")
+
+
+class SamplingAnswered(_Event):
+    """The answer to a server's sampling request, or why it was refused; its usage and cost are in the run's."""
+
+    type: Literal["sampling_result"] = "sampling_result"
+    server: str
+    tool: str | None = None
+    step: int | None = None
+    ok: bool
+    model: str | None = None
+    content: str = ""
+    stop_reason: str | None = None
+    error: str | None = Field(None, description="why it was refused or failed")
+    usage: Usage = Usage()
+    cost: float = 0.0
+    duration_s: float = 0.0
+
+
+class ServerProgress(_Event):
+    """A progress notification for one of the run's tool calls."""
+
+    type: Literal["server_progress"] = "server_progress"
+    server: str
+    tool: str
+    step: int | None = None
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
+class ServerLog(_Event):
+    """A log message a server sent (notifications/message), during a tool call of the run or between calls."""
+
+    type: Literal["server_log"] = "server_log"
+    server: str
+    tool: str | None = None
+    step: int | None = None
+    level: str
+    logger: str | None = None
+    data: Any = None
+
+
 class Graded(_Event):
     """How `agent eval` graded the run (written after run_finished)."""
 
@@ -190,7 +269,8 @@ class Graded(_Event):
 Event = Annotated[
     RunStarted | ThinkChosen | ModelRequest | ModelDelta | ModelRetry | ModelResponse | ToolCallStarted
     | ToolResult | ToolsChanged | ContextCompacted | ErrorEvent | ServerNotice | SubagentRun | RunFinished
-    | Graded,
+    | Graded | ElicitationAsked | ElicitationAnswered | SamplingAsked | SamplingAnswered | ServerProgress
+    | ServerLog,
     Field(discriminator="type"),
 ]
 

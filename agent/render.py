@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from .events import (
+    ElicitationAnswered,
     ErrorEvent,
     Event,
     ModelDelta,
@@ -14,7 +15,10 @@ from .events import (
     ModelRetry,
     RunFinished,
     RunStarted,
+    SamplingAnswered,
+    ServerLog,
     ServerNotice,
+    ServerProgress,
     ThinkChosen,
     ToolCallStarted,
     ToolResult,
@@ -104,6 +108,27 @@ class ConsoleRenderer:
             self._line(self._style(f"✗ {event.kind}: {event.message}", "31"))
         elif isinstance(event, ServerNotice):
             self._line(self._style(f"  ! {event.message}", "33"))
+        elif isinstance(event, ServerProgress):
+            total = f"/{event.total:g}" if event.total is not None else ""
+            message = f" {_short(event.message)}" if event.message else ""
+            self._line(self._style(f"  … {event.tool} {event.progress:g}{total}{message}", "2"))
+        elif isinstance(event, ServerLog):
+            data = event.data if isinstance(event.data, str) else json.dumps(event.data, ensure_ascii=False)
+            where = f"{event.server}" + (f"/{event.logger}" if event.logger else "")
+            code = "31" if event.level in ("error", "critical", "alert", "emergency") else \
+                "33" if event.level == "warning" else "2"
+            self._line(self._style(f"  [{where} {event.level}] {_short(data, 300)}", code))
+        elif isinstance(event, ElicitationAnswered):
+            reason = f": {event.reason}" if event.reason else ""
+            by = f" by {event.answered_by}" if event.answered_by not in ("nobody", "") else ""
+            done = {"accept": "answered", "decline": "declined", "cancel": "cancelled"}[event.action]
+            self._line(self._style(f"  ? {event.server} asked for input: {done}{by}{reason}", "36"))
+        elif isinstance(event, SamplingAnswered):
+            if event.ok:
+                self._line(self._style(f"  ⚙ {event.server} sampled {event.model}: {_short(event.content, 120)} · "
+                                       f"{usage_line(event.usage, event.cost)}", "2"))
+            else:
+                self._line(self._style(f"  ⚙ sampling request from {event.server} refused: {event.error}", "33"))
         elif isinstance(event, RunFinished):
             ok = event.stop_reason in ("answer", "claim_done")
             head = self._style("✔" if ok else "■", "32" if ok else "33")

@@ -23,6 +23,7 @@ from .errors import AgentError
 from .events import ErrorEvent, Event, RunFinished, RunStarted, ServerNotice
 from .hooks import StepRecord
 from .loop import AgentLoop, LoopTotals, Stop
+from .mentions import expand_mentions
 from .output import OutputSpec
 from .overlong import OverlongOutputs
 from .result import RunError, RunResult, StopReason
@@ -88,6 +89,8 @@ class AgentRun:
         self.overlong: OverlongOutputs | None = agent.overlong_outputs(self.run_id)
         """Tool results cut the Toolathlon way and saved for the overlong-output tools, when asked for."""
         self.started_at = dt.datetime.now().isoformat()
+        self.sampling_requests = 0
+        """Servers' sampling requests answered for this run so far (SamplingPolicy.max_requests_per_run)."""
         self._loop: AgentLoop | None = None
         self._started = 0.0
         self._deadline = float("inf")
@@ -127,13 +130,15 @@ class AgentRun:
             lambda: snapshot(agent.context, base_url=model.base_url, model=model.model))
         keeper = ContextKeeper(agent.context, OutputStore(agent.outputs_folder(self.run_id)), tracker=tracker,
                                cut=self.overlong)
-        prompt = self.prompt
+        # `@server:uri` mentions become the resources' text, now that the servers are connected.
+        prompt = await expand_mentions(self.prompt, hub, where="prompt")
         if self._history:
             for message in self._history:
                 conversation.append(dict(message))
         else:
             if agent.system:
-                conversation.append({"role": "system", "content": agent.system})
+                system = await expand_mentions(agent.system, hub, where="system prompt")
+                conversation.append({"role": "system", "content": system})
             # The snapshot goes first so runs on the same repository share the prompt prefix.
             prompt = f"{repo_text}\n\n# Task\n\n{prompt}" if repo_text else prompt
             keeper.head_messages = len(conversation) + 1

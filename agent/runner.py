@@ -10,13 +10,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from mcp.types import GetPromptResult, LoggingLevel, ReadResourceResult
+
 from agent.runtime.sandbox import Sandbox, SandboxSpec, open_sandbox
 from agent.tools.config import ServerSpec, parse_servers
 from agent.tools.hub import ToolHub
 from agent.tools.local import LocalTool, claim_done_tool, context_status_tool, output_tools
+from agent.tools.resources import PromptInfo, ResourceInfo
 from agent.tools.source import ToolSource
 
 from .context import ContextConfig
+from .elicitation import Elicit
 from .errors import AgentError, ConfigError
 from .function_tools import FunctionTool, FunctionTools
 from .hooks import Hooks
@@ -28,6 +32,8 @@ from .output import OutputSpec
 from .overlong import OVERLONG_DIR, OverlongOutputs
 from .result import RunResult
 from .run import CURRENT_RUN, AgentRun, EventSink
+from .run_requests import RunRequests
+from .sampling import SamplingPolicy, sampling_policy
 from .session import Session
 from .stream import EventStream
 from .subagents import AgentTool
@@ -77,6 +83,9 @@ class Agent:
         output_type: Any = None,
         output_schema: Mapping[str, Any] | None = None,
         output_retries: int = 2,
+        elicitation: Elicit | None = None,
+        sampling: SamplingPolicy | bool | Mapping[str, Any] | None = None,
+        server_log_level: LoggingLevel | None = "info",
     ):
         self._model_instance: ModelClient | None = None
         self.model_config: ModelConfig | None = None
@@ -140,13 +149,21 @@ class Agent:
         self._stack: AsyncExitStack | None = None
         self._model: ModelClient | None = None
         self._hub: ToolHub | None = None
+        self.elicitation = elicitation
+        """Answers servers' questions during tool calls (agent.elicitation); None: servers are told the client
+        cannot be asked."""
+        self.sampling = sampling_policy(dict(sampling) if isinstance(sampling, Mapping) else sampling)
+        """Whether servers may ask the model for completions (off by default; agent.sampling)."""
+        self.server_log_level = server_log_level
+        """The least severe log messages asked of servers (they become `server_log` events); None: none."""
+        self._sampling_model: ModelClient | None = None
 
     @classmethod
     def from_task(cls, task: TaskSpec, **overrides: Any) -> Agent:
         options: dict[str, Any] = dict(
             model=task.model, servers=task.all_servers(), think=task.think, limits=task.limits,
             system=task.system, claim_done=task.claim_done, name=task.name, context=task.context,
-            local_tools=list(task.local_tools), sandbox=task.sandbox,
+            local_tools=list(task.local_tools), sandbox=task.sandbox, sampling=task.sampling,
             workspace=task.workdir, output_schema=task.output_schema,
             tools=[load_function(ref, where=f"tools[{i}]") for i, ref in enumerate(task.tools)],
             tool_sources=[cls.from_task(load_task(sub.task, prompt_required=False),
@@ -169,9 +186,14 @@ class Agent:
                 client = ChatModel(self.model_config, http_client=self._http_client)
             self._model = model = await stack.enter_async_context(client)
             await model.resolve_model()
+            if self.sampling.enabled and self.sampling.model is not None:
+                self._sampling_model = await stack.enter_async_context(
+                    ChatModel(parse_model(self.sampling.model, where="sampling.model"), http_client=self._http_client))
+                await self._sampling_model.resolve_model()
             self._hub = await stack.enter_async_context(
                 ToolHub(self.servers, tool_timeout=self.limits.tool_timeout_s, local_tools=self.local_tools,
-                        on_notice=self._on_notice, sources=self.tool_sources, fork_server=self.fork_server)
+                        on_notice=self._on_notice, sources=self.tool_sources, fork_server=self.fork_server,
+                        server_requests=RunRequests(self))
             )
             if self._sandbox_spec is not None and "python_execute" in self.toolkits:
                 folder = (self.workspace or Path.cwd()).resolve()
@@ -185,6 +207,7 @@ class Agent:
 
     async def __aexit__(self, *exc: object) -> None:
         stack, self._stack, self._model, self._hub = self._stack, None, None, None
+        self._sampling_model = None
         if stack is not None:
             # No shield here: the hub's task group must exit in the scope it was entered in; the hub
             # shields its own cleanup.
@@ -206,6 +229,24 @@ class Agent:
     def tools(self) -> list[str]:
         """Names of the tools offered to the model (inside `async with`)."""
         return [t.name for t in self._hub.tools] if self._hub else []
+
+    # -- resources and prompts of the connected servers (agent.tools.resources) -------------------------------
+
+    async def list_resources(self, server: str | None = None) -> list[ResourceInfo]:
+        """Resources and resource templates (`template=True`) of one server, or of every server that has some."""
+        return await self.connected()[1].list_resources(server)
+
+    async def read_resource(self, server: str, uri: str) -> ReadResourceResult:
+        """Read one resource as the server gives it (`agent.tools.resources.resource_text(result)` for its text)."""
+        return await self.connected()[1].read_resource(server, uri)
+
+    async def list_prompts(self, server: str | None = None) -> list[PromptInfo]:
+        """Prompts of one server, or of every server that has some."""
+        return await self.connected()[1].list_prompts(server)
+
+    async def get_prompt(self, server: str, name: str, arguments: Mapping[str, str] | None = None) -> GetPromptResult:
+        """A server's prompt filled in (`agent.tools.resources.prompt_text(result)` for its text)."""
+        return await self.connected()[1].get_prompt(server, name, arguments)
 
     def session(self, path: str | Path | None) -> Session:
         """A conversation kept in `path` (JSON): `await session.run(prompt)` continues it and saves it again."""
@@ -258,6 +299,16 @@ class Agent:
         self._notices_seen += len(backlog)
         self._notice_runs.append(run)
         return backlog
+
+    def active_runs(self) -> list[AgentRun]:
+        """The runs in progress."""
+        return list(self._notice_runs)
+
+    def sampling_model(self) -> ModelClient:
+        """The model that answers servers' sampling requests: the sampling policy's, else the agent's."""
+        if self._sampling_model is not None:
+            return self._sampling_model
+        return self.connected()[0]
 
     def release_notices(self, run: AgentRun) -> None:
         if run in self._notice_runs:

@@ -11,6 +11,7 @@ import datetime as dt
 import math
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -31,6 +32,7 @@ from agent.servers._http import TOKEN_ENV, bearer_auth, check_exposure, parse_ho
 
 from .approvals import Approval, ApproveMode, Confirm, approval_preset, describe_call
 from .demo import demo_server
+from .elicitation import Elicit, ElicitationAnswer, ElicitationRequest
 from .errors import AgentError, ConfigError
 from .events import (
     ErrorEvent,
@@ -39,6 +41,7 @@ from .events import (
     ModelRetry,
     RunFinished,
     RunStarted,
+    ServerProgress,
     ThinkChosen,
     ToolCallStarted,
     ToolResult,
@@ -408,6 +411,10 @@ class ProgressReporter:
             return f"step {event.step}: calling {event.tool}"
         if isinstance(event, ToolResult) and event.is_error:
             return f"step {event.step}: {event.tool} failed"
+        if isinstance(event, ServerProgress):
+            total = f"/{event.total:g}" if event.total is not None else ""
+            return f"step {event.step}: {event.tool} {event.progress:g}{total}" + (
+                f" {event.message}" if event.message else "")
         if isinstance(event, ModelRetry):
             return f"step {event.step}: retrying the model call in {event.delay_s:g} s ({event.error})"
         if isinstance(event, ErrorEvent):
@@ -454,7 +461,8 @@ def build_server(service: AgentService, *, token: str | None = None, issuer_url:
             task = await service.prepare(task, stack, workspace)
             progress = ProgressReporter(ctx.report_progress, task.limits.max_steps)
             policy = approval_preset(service.approve_mode(approve), ask_host(ctx), where="approve")
-            agent = Agent.from_task(task, trace_dir=service.runs_dir, hooks=[policy] if policy else [])
+            agent = Agent.from_task(task, trace_dir=service.runs_dir, hooks=[policy] if policy else [],
+                                    elicitation=forward_to_host(ctx))
             run = await service.execute(agent, task.prompt, progress)
         except AgentError as exc:  # bad configuration, a server that would not start, a model that is unreachable
             raise ToolError(str(exc)) from None
@@ -581,6 +589,34 @@ def ask_host(ctx: Context) -> Confirm:
         return Approval.no("the user declined" if reply.action == "decline" else "the user cancelled the question")
 
     return confirm
+
+
+def forward_to_host(ctx: Context) -> Elicit:
+    """Questions the agent's MCP servers ask during its tool calls, asked of the host's user in turn (MCP
+    elicitation, form or url mode). As for approvals, only handshake-era host connections carry such questions;
+    otherwise, or when the host declares no elicitation, the question is declined and the reason noted."""
+
+    async def elicit(request: ElicitationRequest) -> ElicitationAnswer:
+        capabilities = ctx.client_capabilities
+        if capabilities is None or capabilities.elicitation is None:
+            return ElicitationAnswer.decline("the MCP host does not support elicitation", by="nobody")
+        session = ctx.request_context.session
+        message = f"The agent's MCP server {request.server!r} asks: {request.message}"
+        try:
+            if request.mode == "url" and request.url is not None:
+                reply = await session.elicit_url(message, request.url, uuid.uuid4().hex, related_request_id=ctx.request_id)
+            else:
+                reply = await session.elicit_form(message, request.schema, related_request_id=ctx.request_id)
+        except NoBackChannelError:
+            return ElicitationAnswer.decline("the MCP host's connection (protocol 2026-07-28) carries no questions "
+                                             "from the server", by="nobody")
+        except (MCPError, ValueError) as exc:
+            return ElicitationAnswer.cancel(f"the host could not be asked: {exc}", by="host")
+        if reply.action == "accept":
+            return ElicitationAnswer.accept(reply.content, by="host")
+        return ElicitationAnswer(reply.action, None, f"the host's user chose {reply.action}", "host")
+
+    return elicit
 
 
 async def _scripted_demo(task: TaskSpec, asked: bool, stack: AsyncExitStack) -> str | None:

@@ -21,6 +21,7 @@ from .grade_spec import GradeSpec
 from .limits import Limits
 from .models.config import MODEL_SYNTAX, ModelConfig, parse_model
 from .output import OutputSpec
+from .sampling import SamplingPolicy
 from .think import think_policy
 from .toolkits import LOCAL_TOOLKITS
 
@@ -72,6 +73,10 @@ class TaskSpec(BaseModel):
     output_schema: dict[str, Any] | None = Field(
         None, description="A JSON schema the final answer must match: the model gives it by calling a final_result "
         "tool, it is validated (invalid answers are sent back, twice at most) and reported as the result's output")
+    sampling: SamplingPolicy = Field(
+        default_factory=SamplingPolicy, description="Whether the MCP servers may ask the model for completions "
+        "(sampling/createMessage): true, or {allow, servers, model, think, max_tokens, max_requests_per_run}; off by "
+        "default (see agent.sampling.SamplingPolicy)")
     demo: Path | None = Field(
         None, description="Scripted model turns (YAML) used offline when no API key or model server is available"
     )

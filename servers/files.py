@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import (
     AudioContent,
     BlobResourceContents,
@@ -322,6 +322,33 @@ class FileTools:
         return await call_next(ctx)
 
     # -- reading ---------------------------------------------------------------------------------------------
+
+    async def read_resource(self, path: str, ctx: Context) -> str:
+        """The resource template `file:///{+path}`: a text file below the roots, whole, confined as the tools are
+        (hosts and `@files:file:///...` mentions read files this way)."""
+        guard = await self._guard(ctx)
+        shown = "/" + path
+
+        def read(stop: threading.Event) -> str:
+            real = guard.resolve(shown)
+            fd, st = guard.open_file(real, shown)
+            try:
+                data = _read_all(fd, self.max_read_chars)
+            except OSError as err:
+                raise os_error(err, shown) from None
+            finally:
+                os.close(fd)
+            if looks_binary(data[:8192]):
+                raise PathError(f"binary file ({_human(st.st_size)}): {shown}; read it with read_media_file")
+            if len(data) > self.max_read_chars:
+                raise PathError(f"{shown} is larger than {self.max_read_chars // 1024} KB; read it in parts with "
+                                "read_file (offset, limit)")
+            return data.decode("utf-8", errors="replace")
+
+        try:
+            return await _in_thread(read)
+        except PathError as err:  # its text reaches the client (any other exception is masked by the SDK)
+            raise ResourceError(str(err)) from None
 
     @_tool("Read text file", _READ_ONLY, structured=False)
     async def read_file(
@@ -1049,6 +1076,9 @@ def build_server(
                 annotations=annotations,
                 structured_output=None if structured else False,
             )
+    server.resource("file:///{+path}", name="file", title="File", mime_type="text/plain",
+                    description=f"A text file below the roots, whole (at most {max_read_chars // 1024} KB): file:// "
+                    "and its absolute path.")(tools.read_resource)
     server.middleware.append(tools.forget_roots)
     return server
 

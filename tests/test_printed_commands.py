@@ -489,6 +489,60 @@ def on_ray_cluster(*expected: str) -> Check:
     return check
 
 
+OAUTH_SERVER = REPO / "tests" / "servers" / "oauth_server.py"
+
+
+@contextlib.contextmanager
+def oauth_notes_server(shell: Shell) -> Iterator[str]:
+    """The README's `notes` server: an OAuth-protected MCP server (our test authorization server) named in
+    ./.mcp.json; BROWSER is a no-op, so the person in front of the browser is this test."""
+    port = free_port()
+    with running_command([sys.executable, str(OAUTH_SERVER), str(port), "--scope", "notes:read"], port):
+        base = f"http://127.0.0.1:{port}"
+        (shell.cwd / ".mcp.json").write_text(json.dumps(
+            {"mcpServers": {"notes": {"url": f"{base}/mcp", "oauth": True}}}), encoding="utf-8")
+        shell.env["BROWSER"] = "true"
+        yield base
+
+
+def _browser_login(shell: Shell, command: str, base: str) -> Ran:
+    """Run a login command, open the URL it prints as a browser would (the test server approves at once)."""
+    proc = subprocess.Popen(["bash", "-c", command], cwd=shell.cwd, env=shell.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:
+            printed.append(line)
+            if line.strip().startswith(f"{base}/authorize?"):
+                break
+        with httpx2.Client(follow_redirects=True, timeout=30) as http:
+            assert http.get(printed[-1].strip()).status_code == 200, "".join(printed)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return Ran(command, proc.returncode, "".join(printed) + out, err)
+
+
+def logs_in_with_the_browser_flow() -> Check:
+    def check(shell: Shell, command: str) -> None:
+        with oauth_notes_server(shell) as base:
+            ran = _browser_login(shell, command, base)
+            assert ran.returncode == 0 and "logged in to 'notes'" in ran.stdout, str(ran)
+    return check
+
+
+def after_a_login(*expected: str) -> Check:
+    """`agent auth status` / `logout` once `agent auth login notes` has stored tokens."""
+    def check(shell: Shell, command: str) -> None:
+        with oauth_notes_server(shell) as base:
+            login = _browser_login(shell, "agent auth login notes", base)
+            assert login.returncode == 0, str(login)
+            exits_0(*expected)(shell, command)
+    return check
+
+
 RAY_COMMANDS = {"agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto"}
 
 
@@ -590,7 +644,8 @@ HELP_COMMANDS = [
     "agent server --help", "agent server files --help", "agent server shell --help", "agent server web --help",
     "agent vllm --help", "agent vllm serve --help", "agent sandbox --help", "agent sandbox prune --help",
     "agent config --help", "agent config mcp --help", "agent pack --help", "agent scripted-server --help",
-    "agent chat --help",
+    "agent chat --help", "agent auth --help", "agent auth login --help", "agent auth logout --help",
+    "agent auth status --help",
 ]
 
 EXPECTED: dict[str, Check] = {
@@ -645,6 +700,11 @@ EXPECTED: dict[str, Check] = {
         "5f0e1d2c3b4a596877869504  [atlas]", "ATLAS_TEST_NOTION_TOKEN")),
     "agent eval sample_tasks.csv --servers $TEMPLATE --atlas-data $DATA --model deepseek:deepseek-v4-pro --judge "
     "deepseek:deepseek-v4-pro -j 5 --out evals/atlas": after(atlas_checkout, fails_clearly(2, "DEEPSEEK_API_KEY is not set")),
+    # README, OAuth for HTTP servers
+    "agent auth login notes --config .mcp.json": logs_in_with_the_browser_flow(),
+    "agent auth status": after_a_login("notes:", "logged in"),
+    "agent auth logout notes": after_a_login("removed"),
+    "agent auth login NAME": synopsis(["agent auth login"]),
     # README, Larger than one machine
     "agent eval --executor ray": synopsis(["agent eval"]),
     "agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto": on_ray_cluster(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigError
 
@@ -43,6 +43,65 @@ def server_environment(spec: ServerSpec, environ: Mapping[str, str] | None = Non
     return {**base, **spec.env}
 
 
+class OAuthSettings(BaseModel, extra="forbid"):
+    """OAuth 2.1 for a remote server (`oauth:` in its entry; `oauth: true` takes every default).
+
+    With the default grant, `agent auth login NAME` runs the browser flow once (discovery, dynamic client
+    registration or the pre-registered `client_id`, PKCE) and stores the tokens for this user; runs use and
+    refresh them and never open a browser. `client_credentials` needs no login: runs fetch tokens themselves.
+    """
+
+    grant: Literal["authorization_code", "client_credentials"] = "authorization_code"
+    """`authorization_code` (a person logs in once with `agent auth login`) or `client_credentials` (a machine
+    client: `client_id` and `client_secret` required, no login)."""
+    client_id: str | None = None
+    """A client registered with the authorization server beforehand; None: dynamic client registration (or
+    `client_metadata_url`). `${VAR}` is expanded."""
+    client_secret: str | None = None
+    """The pre-registered client's secret, if it has one; use `${VAR}` rather than the secret itself."""
+    scopes: list[str] | None = None
+    """Scopes to ask for; None: those the server's 401 challenge or metadata names."""
+    redirect_port: int | None = Field(default=None, ge=1, le=65535)
+    """Loopback port of the login's redirect URI (`http://127.0.0.1:PORT/callback`); None: a free port. Set it
+    when a pre-registered client's redirect URI names a port."""
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
+    """How a pre-registered client authenticates at the token endpoint; None: `client_secret_basic` with a
+    secret, `none` without."""
+    issuer: str | None = None
+    """The authorization server that issued `client_id`/`client_secret` (client_credentials): credentials are only
+    sent to that issuer."""
+    client_metadata_url: str | None = None
+    """An https URL of a Client ID Metadata Document, used as the client_id where the server supports it
+    (instead of dynamic registration)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OAuthSettings:
+        if self.grant == "client_credentials":
+            missing = [f for f in ("client_id", "client_secret") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"grant 'client_credentials' needs {' and '.join(missing)}")
+            for name in ("redirect_port", "client_metadata_url"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for grant 'authorization_code', not 'client_credentials'")
+            if self.token_endpoint_auth_method == "none":
+                raise ValueError("grant 'client_credentials' authenticates with the secret: "
+                                 "token_endpoint_auth_method must be client_secret_basic or client_secret_post")
+        if self.client_secret and not self.client_id:
+            raise ValueError("client_secret needs client_id")
+        if self.token_endpoint_auth_method is not None and not self.client_id:
+            raise ValueError("token_endpoint_auth_method is for a pre-registered client: give client_id too")
+        if self.client_metadata_url is not None:
+            url = urlsplit(self.client_metadata_url)
+            if url.scheme != "https" or url.path in ("", "/"):
+                raise ValueError("client_metadata_url must be an https URL with a path, got "
+                                 f"{self.client_metadata_url!r}")
+        if self.issuer is not None and urlsplit(self.issuer).scheme not in ("http", "https"):
+            raise ValueError(f"issuer must be an http(s) URL, got {self.issuer!r}")
+        if self.scopes is not None and any(not s or any(c.isspace() for c in s) for s in self.scopes):
+            raise ValueError("scopes: each scope is one non-empty word")
+        return self
+
+
 class ServerSpec(BaseModel, extra="forbid"):
     """One MCP server: a Claude Desktop `mcpServers` entry plus this framework's options."""
 
@@ -59,6 +118,9 @@ class ServerSpec(BaseModel, extra="forbid"):
     """Endpoint of a remote server (streamable HTTP, or SSE when the path ends with /sse)."""
     headers: dict[str, str] = Field(default_factory=dict)
     """HTTP headers sent to a remote server (e.g. Authorization)."""
+    oauth: OAuthSettings | None = None
+    """OAuth 2.1 for a remote server (`true` for the defaults); tokens come from `agent auth login NAME`, or
+    from the client credentials. Not together with an Authorization header."""
     type: Transport | None = None
     """Transport; inferred when absent: command -> stdio, url -> sse if the path ends with /sse else http."""
     required: bool = True
@@ -87,6 +149,15 @@ class ServerSpec(BaseModel, extra="forbid"):
     the roots capability is not declared, as in Claude Desktop: the reference filesystem server *replaces*
     its directory arguments with a client's roots, so offering roots unasked would narrow it."""
 
+    @field_validator("oauth", mode="before")
+    @classmethod
+    def _oauth_shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
     @model_validator(mode="after")
     def _one_endpoint(self) -> ServerSpec:
         if (self.command is None) == (self.url is None):
@@ -103,6 +174,11 @@ class ServerSpec(BaseModel, extra="forbid"):
                 raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
         if self.command is not None and not self.command.strip():
             raise ValueError("'command' is empty")
+        if self.oauth is not None:
+            if self.url is None:
+                raise ValueError("oauth is for remote servers ('url'); a stdio server gets credentials through 'env'")
+            if any(k.lower() == "authorization" for k in self.headers):
+                raise ValueError("give either an Authorization header or oauth, not both")
         return self
 
     @property
@@ -201,8 +277,9 @@ def _expand_entry(entry: Any, *, where: str) -> Any:
 
 
 def expand_secrets(entry: Any, *, where: str, keep: frozenset[str] = frozenset()) -> Any:
-    """`${VAR}` in an entry's `env` and `headers` values taken from this process's environment: how a server is
-    given a token the agent holds (`env: {GITHUB_TOKEN: ${GITHUB_TOKEN}}`) without inheriting everything."""
+    """`${VAR}` in an entry's `env`, `headers` and `oauth` client_id/client_secret values, taken from this process's
+    environment: how a server is given a token the agent holds (`env: {GITHUB_TOKEN: ${GITHUB_TOKEN}}`) without
+    inheriting everything."""
     if not isinstance(entry, Mapping):
         return entry
     out = dict(entry)
@@ -212,6 +289,12 @@ def expand_secrets(entry: Any, *, where: str, keep: frozenset[str] = frozenset()
                 k: expand_vars(v, where=f"{where}.{key}.{k}", keep=keep) if isinstance(v, str) else v
                 for k, v in out[key].items()
             }
+    if isinstance(out.get("oauth"), Mapping):
+        out["oauth"] = {
+            k: expand_vars(v, where=f"{where}.oauth.{k}", keep=keep)
+            if k in ("client_id", "client_secret") and isinstance(v, str) else v
+            for k, v in out["oauth"].items()
+        }
     return out
 
 

@@ -1,12 +1,14 @@
 """`ToolHub`: runs one `ServerSupervisor` per MCP server beside any `ToolSource`s, offers all their tools under
 qualified names in one prefix-stable list, and routes each call. Tool-level problems come back as error outcomes;
-restarts, reconnects and tool-list changes of a server are its supervisor's business.
+restarts, reconnects and tool-list changes of a server are its supervisor's business. A server's resources and
+prompts are offered as read-only tools of its own (`agent.tools.resources`) and readable through the hub.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import json
 import logging
 import os
@@ -23,10 +25,13 @@ import mcp.types as types
 from anyio.abc import TaskGroup
 
 from agent.errors import ConfigError, ToolServerError
+from agent.tools import resources
 from agent.tools.config import ServerSpec
 from agent.tools.local import LocalTool, LocalTools
+from agent.tools.resources import PromptInfo, ResourceError, ResourceInfo
 from agent.tools.results import ToolOutcome, error_outcome
 from agent.tools.schema import to_openai_function, unique_names
+from agent.tools.server_requests import ServerRequests
 from agent.tools.source import SourceTool, ToolSource
 from agent.tools.supervisor import ServerSupervisor, describe_error
 
@@ -62,6 +67,8 @@ class _Route:
     info: ToolInfo
     server: ServerSupervisor | None
     source: ToolSource | None
+    synthetic: bool = False
+    """One of the tools for a server's resources and prompts (agent.tools.resources), answered by the hub."""
 
 
 class ToolHub:
@@ -76,6 +83,9 @@ class ToolHub:
     `fork_server`: stdio servers of ours (`python -m agent.servers.<name>`) start as forks of a preloaded process
     (`agent.tools.forkserver`) where that is exactly the ordinary start; None (default) unless the environment
     says `AGENT_FORKSERVER=0`, False never.
+
+    `server_requests` answers what servers ask during calls (elicitation, sampling) and takes their progress and
+    log messages (`agent.tools.server_requests`); without it no such capability is declared.
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class ToolHub:
         on_notice: Callable[[str, str], None] | None = None,
         sources: Sequence[ToolSource] = (),
         fork_server: bool | None = None,
+        server_requests: ServerRequests | None = None,
     ) -> None:
         if tool_timeout <= 0:
             raise ConfigError(f"tool_timeout must be positive, got {tool_timeout}")
@@ -98,7 +109,8 @@ class ToolHub:
         _check_prefixes(sources, servers)
         self._supervisors = {
             name: ServerSupervisor(name, spec, tool_timeout=spec.tool_timeout or tool_timeout, roots=roots,
-                                   restart_backoff=restart_backoff, on_notice=self._notice, fork_server=fork_server)
+                                   restart_backoff=restart_backoff, on_notice=self._notice, fork_server=fork_server,
+                                   requests=server_requests)
             for name, spec in servers.items()
         }
         # Local tools are the last source: their names are reserved, and they come last in the list.
@@ -294,17 +306,19 @@ class ToolHub:
     # -- tool list -----------------------------------------------------------------------------------
 
     def _build_tools(self) -> dict[str, _Route]:
-        served = [(sup, tool) for sup in self._supervisors.values() if sup.error is None
-                  for tool in sup.tools if _offered(sup.spec, tool.name)]
+        # Each server's own tools, then the tools for its resources and prompts; a tool of its own by the same
+        # name wins over a synthetic one (even when `deny` hides it). allow/deny apply to both.
+        served = [(sup, tool, synthetic) for sup in self._supervisors.values() if sup.error is None
+                  for tool, synthetic in _server_tools(sup) if _offered(sup.spec, tool.name)]
         listed = list(zip(self._sources, self._source_tools, strict=True))
         prefixed = [(prefix, tool.name) for source, tools in listed if (prefix := source.prefix) is not None
                     for tool in tools]
         bare = {tool.name for source, tools in listed if source.prefix is None for tool in tools}
-        names = iter(unique_names([(sup.name, tool.name) for sup, tool in served] + prefixed, reserved=bare))
+        names = iter(unique_names([(sup.name, tool.name) for sup, tool, _ in served] + prefixed, reserved=bare))
         routes: dict[str, _Route] = {}
-        for sup, mcp_tool in served:
+        for sup, mcp_tool, synthetic in served:
             name = next(names)
-            routes[name] = _Route(_server_tool_info(name, sup.name, mcp_tool), sup, None)
+            routes[name] = _Route(_server_tool_info(name, sup.name, mcp_tool), sup, None, synthetic)
         for source, tools in listed:
             for tool in tools:
                 name = tool.name if source.prefix is None else next(names)
@@ -377,13 +391,26 @@ class ToolHub:
     # -- calls ---------------------------------------------------------------------------------------
 
     async def call(self, name: str, arguments: dict[str, Any] | str | None) -> ToolOutcome:
-        """Call a tool by its qualified name; every tool-level problem becomes an error outcome."""
+        """Call a tool by its qualified name; every tool-level problem becomes an error outcome.
+
+        Resources read through the hub that their server has since reported updated are named in a note at the
+        end of the result (once per update).
+        """
+        outcome = await self._call(name, arguments)
+        notes = self._update_notes()
+        if notes:
+            outcome.text = f"{outcome.text}\n\n{notes}"
+        return outcome
+
+    async def _call(self, name: str, arguments: dict[str, Any] | str | None) -> ToolOutcome:
         route = self._routes.get(name)
         if route is None:
             return error_outcome(self._unknown_tool_message(name))
         args = _parse_arguments(name, arguments)
         if isinstance(args, ToolOutcome):
             return args
+        if route.server is not None and route.synthetic:
+            return await self._answer(name, route.server, route.info.tool, args)
         if route.server is not None:
             return await route.server.call(name, route.info.tool, args)
         assert route.source is not None
@@ -391,6 +418,79 @@ class ToolHub:
             return await route.source.call(route.info.tool, args)
         except Exception as exc:
             return error_outcome(f"Tool {name} failed: {describe_error(exc)}")
+
+    async def _answer(self, name: str, sup: ServerSupervisor, tool: str, args: dict[str, Any]) -> ToolOutcome:
+        try:
+            outcome = await sup.request(name, lambda client: resources.answer(client, sup.name, tool, args))
+        except ResourceError as exc:
+            text = str(exc)
+            return error_outcome(text if text.startswith("Tool ") else f"Tool {name}: {text}")
+        if tool == resources.READ_RESOURCE and sup.catalog.subscribe:
+            await sup.resource_watch.watch(str(args["uri"]).strip())
+        return outcome
+
+    def _update_notes(self) -> str:
+        lines = []
+        for sup in self._supervisors.values():
+            for uri in sup.resource_watch.take():
+                reader = next((n for n, r in self._routes.items() if r.server is sup and r.synthetic
+                               and r.info.tool == resources.READ_RESOURCE), None)
+                again = f"read it again with {reader}" if reader else "read it again"
+                lines.append(f"[resource updated: server {sup.name!r} reports that {uri} changed since it was read; "
+                             f"{again} if you need the current content]")
+        return "\n".join(lines)
+
+    # -- resources and prompts -------------------------------------------------------------------------------
+
+    def _server(self, server: str) -> ServerSupervisor:
+        sup = self._supervisors.get(server)
+        if sup is None:
+            known = ", ".join(self._supervisors) or "none"
+            raise ResourceError(f"no MCP server named {server!r} (servers: {known})")
+        if sup.error is not None:
+            raise ResourceError(f"MCP server {server!r} is not connected: {sup.error}")
+        return sup
+
+    def _with(self, server: str | None, what: str) -> list[ServerSupervisor]:
+        if server is not None:
+            return [self._server(server)]
+        return [sup for sup in self._supervisors.values() if sup.error is None and getattr(sup.catalog, what)]
+
+    async def list_resources(self, server: str | None = None) -> list[ResourceInfo]:
+        """Resources, then resource templates (`template=True`), of one server or of every server that has some,
+        all pages. Raises ResourceError for an unknown or failed server, or the server's error."""
+        found: list[ResourceInfo] = []
+        for sup in self._with(server, "resources"):
+            if sup.catalog.resources:
+                found += await sup.request(f"{sup.name}__{resources.LIST_RESOURCES}",
+                                           functools.partial(resources.list_all_resources, server=sup.name))
+        return found
+
+    async def read_resource(self, server: str, uri: str, *, watch: bool = False) -> types.ReadResourceResult:
+        """Read a resource (a URI from a template included) as the server gives it; `resources.resource_text`
+        makes text of it. `watch`: report the server's updates of it in later tool results (as a read by the
+        model does). Raises ResourceError (unknown server, no such resource: the server's error)."""
+        sup = self._server(server)
+        result = await sup.request(f"{server}__{resources.READ_RESOURCE}", lambda client: client.read_resource(uri))
+        if watch and sup.catalog.subscribe:
+            await sup.resource_watch.watch(uri)
+        return result
+
+    async def list_prompts(self, server: str | None = None) -> list[PromptInfo]:
+        """Prompts of one server or of every server that has some; raises ResourceError."""
+        found: list[PromptInfo] = []
+        for sup in self._with(server, "prompts"):
+            if sup.catalog.prompts:
+                found += await sup.request(f"{sup.name}__{resources.LIST_PROMPTS}",
+                                           functools.partial(resources.list_all_prompts, server=sup.name))
+        return found
+
+    async def get_prompt(self, server: str, name: str,
+                         arguments: Mapping[str, str] | None = None) -> types.GetPromptResult:
+        """A prompt filled in with `arguments` (`resources.prompt_text` makes text of it); raises ResourceError."""
+        sup = self._server(server)
+        values = {k: str(v) for k, v in (arguments or {}).items()}
+        return await sup.request(f"{server}__{resources.GET_PROMPT}", lambda client: client.get_prompt(name, values))
 
     def _unknown_tool_message(self, name: str) -> str:
         names = list(self._routes)
@@ -446,6 +546,13 @@ def _server_tool_info(name: str, server: str, tool: types.Tool) -> ToolInfo:
         openai=to_openai_function(name, description, tool.input_schema),
         open_world=hints.open_world_hint if hints else None,
     )
+
+
+def _server_tools(sup: ServerSupervisor) -> list[tuple[types.Tool, bool]]:
+    """(tool, synthetic) for a server: its own tools, then those for its resources and prompts not named like one."""
+    own = {tool.name for tool in sup.tools}
+    extra = [tool for tool in resources.synthetic_tools(sup.catalog) if tool.name not in own]
+    return [(tool, False) for tool in sup.tools] + [(tool, True) for tool in extra]
 
 
 def _offered(spec: ServerSpec, tool: str) -> bool:

@@ -10,28 +10,39 @@ import math
 import os
 import shutil
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 import httpx2
 import mcp.types as types
-from mcp import Client, MCPError, StdioServerParameters, stdio_client
+from mcp import Client, MCPDeprecationWarning, MCPError, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.client.subscriptions import Subscription, SubscriptionLost, ToolsListChanged
+from mcp.client.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    Subscription,
+    SubscriptionLost,
+    ToolsListChanged,
+)
 from mcp.shared.message import SessionMessage
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent.tools import forkserver
 from agent.tools.config import ServerSpec, server_environment
+from agent.tools.oauth import LoginRequired, connection_auth
+from agent.tools.resources import Catalog, ResourceError, ResourceWatch, probe
 from agent.tools.results import ToolOutcome, error_outcome, outcome_from_result
+from agent.tools.server_requests import CURRENT_CALL, CallOrigin, ServerRequests
 from agent.tools.stdout_screen import raw_line, salvage, screened
 from agent.version import package_version
 
+T = TypeVar("T")
 _MAX_TOOL_PAGES = 1000
 _STDERR_TAIL_LINES = 20
 _STDERR_TAIL_BYTES = 4000
@@ -66,8 +77,13 @@ class ServerSupervisor:
         restart_backoff: float,
         on_notice: Callable[[str, str], None],
         fork_server: bool | None = None,
+        requests: ServerRequests | None = None,
     ) -> None:
         self.name = name
+        self.requests = requests
+        """Answers the server's elicitation and sampling requests, progress and log messages; None: none declared."""
+        self._in_flight: list[CallOrigin] = []
+        """Tool calls in flight, oldest first: handshake-era server requests are attributed to the latest."""
         self.spec = spec
         self.tool_timeout = tool_timeout
         self.roots = _roots_for(spec, roots)
@@ -91,6 +107,10 @@ class ServerSupervisor:
         self._deadline = math.inf
         self.client: Client | None = None
         self.tools: list[types.Tool] = []
+        self.catalog = Catalog()
+        """Whether the server has resources and prompts to offer (as the hub's synthetic tools)."""
+        self.resource_watch = ResourceWatch()
+        """Resources read through the hub that the server reports updates for (when it offers subscriptions)."""
         self.protocol_version: str | None = None
         self.error: str | None = None
         """Why the first start failed."""
@@ -186,12 +206,14 @@ class ServerSupervisor:
                         # Subscribed before listing, so no change can fall between the two.
                         subscription = await _subscribe(client, stack)
                         tools = await _list_all_tools(client)
+                        catalog = await probe(client)
                         scope.deadline = math.inf
                         connected = True
-                        if not starting and _tool_key(tools) != _tool_key(self.tools):
+                        if not starting and (_tool_key(tools) != _tool_key(self.tools) or catalog != self.catalog):
                             self.tools_stale = True
-                        self.client, self.tools = client, tools
+                        self.client, self.tools, self.catalog = client, tools, catalog
                         self.protocol_version = client.protocol_version
+                        await self._ask_for_logs(client)
                         self.ready.set()
                         await self._hold(client, subscription)
                         self.client = None
@@ -208,7 +230,8 @@ class ServerSupervisor:
                 # their request validation): start it again, straight to the `initialize` handshake.
                 retry_legacy = True
             else:
-                what = _refusal_text(self._http_refusal, spec) or _describe_startup(exc) + self._exit_note()
+                what = (_login_required(exc) or _refusal_text(self._http_refusal, spec)
+                        or _describe_startup(exc) + self._exit_note())
                 self._startup_failed(self._failure_message(what, starting=True), starting)
         finally:
             self.client = None
@@ -228,6 +251,8 @@ class ServerSupervisor:
         async with anyio.create_task_group() as group:
             if subscription is not None:
                 group.start_soon(self._follow, client, subscription)
+            if self.catalog.subscribe:
+                group.start_soon(self.resource_watch.follow, client)
             await self._wake.wait()
             group.cancel_scope.cancel()
 
@@ -258,8 +283,8 @@ class ServerSupervisor:
         """Follow change events; True when the stream dropped, False when it ended on purpose (or oddly)."""
         try:
             async for event in subscription:
-                if isinstance(event, ToolsListChanged):
-                    self.tools_stale = True
+                if isinstance(event, ToolsListChanged | PromptsListChanged | ResourcesListChanged):
+                    self.tools_stale = True  # resources and prompts decide the synthetic tools
         except SubscriptionLost:
             return True
         except Exception:
@@ -269,8 +294,11 @@ class ServerSupervisor:
     def _client(self, transport: Any) -> Client:
         async def on_message(message: Any) -> None:
             # Handshake-era servers announce tool-list changes as notifications.
-            if isinstance(message, types.ToolListChangedNotification):
+            if isinstance(message, types.ToolListChangedNotification | types.ResourceListChangedNotification
+                          | types.PromptListChangedNotification):
                 self.tools_stale = True
+            elif isinstance(message, types.ResourceUpdatedNotification):
+                self.resource_watch.mark(message.params.uri)
 
         roots_callback = None
         if self.roots is not None:
@@ -281,7 +309,57 @@ class ServerSupervisor:
 
         # The response cache only matters for re-listing, and `relist()` must always see the server's list.
         return Client(transport, cache=None, message_handler=on_message, list_roots_callback=roots_callback,
-                      client_info=CLIENT_INFO, mode=self.mode)
+                      client_info=CLIENT_INFO, mode=self.mode, **self._request_callbacks())
+
+    # -- what the server asks of us (agent.tools.server_requests) ---------------------------------------
+
+    def _request_callbacks(self) -> dict[str, Any]:
+        """The SDK callbacks for `requests`; a capability is declared only where `requests` answers it."""
+        requests = self.requests
+        if requests is None:
+            return {}
+
+        async def on_elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
+            return await requests.elicit(self.name, self._origin(), params)
+
+        async def on_sample(context: Any, params: types.CreateMessageRequestParams
+                            ) -> types.CreateMessageResult | types.ErrorData:
+            return await requests.sample(self.name, self._origin(), params)
+
+        async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+            requests.log(self.name, self._origin(), params)
+
+        callbacks: dict[str, Any] = {"logging_callback": on_log, "log_level": requests.log_level}
+        if requests.answers_elicitation(self.name):
+            callbacks["elicitation_callback"] = on_elicit
+        if requests.answers_sampling(self.name):
+            callbacks["sampling_callback"] = on_sample
+        return callbacks
+
+    def _origin(self) -> CallOrigin | None:
+        """The call a request from the server belongs to: the one whose task it arrives in (on 2026-07-28 the SDK
+        answers input requests inside `call_tool`), else the latest of the server's calls in flight (handshake-era
+        requests arrive on the connection's task and say nothing of their call); None outside calls."""
+        current = CURRENT_CALL.get()
+        if current is not None and current.server == self.name:
+            return current
+        return self._in_flight[-1] if self._in_flight else None
+
+    async def _ask_for_logs(self, client: Client) -> None:
+        """`logging/setLevel` on a handshake-era connection to a server that declares logging (2026-07-28
+        connections ask per request, through the client's `log_level`)."""
+        level = self.requests.log_level if self.requests is not None else None
+        if level is None or client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        if client.server_capabilities.logging is None:
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                with anyio.fail_after(_PROBE_TIMEOUT_S):
+                    await client.session.set_logging_level(level)
+        except Exception:
+            pass  # a server that refuses sends what it sends; its tools still work
 
     def _break(self, message: str) -> None:
         """Mark the current connection broken: the runner drops it and restarts the server (if allowed)."""
@@ -316,9 +394,10 @@ class ServerSupervisor:
             return screened(stdio_client(params, errlog=stderr_file), self._on_garbage)
         assert spec.url is not None
         headers = spec.headers or None
+        auth = connection_auth(self.name, spec)  # OAuth: stored tokens, refreshed; None without `oauth`
         if spec.transport == "sse":
             return sse_client(
-                spec.url, headers=headers, timeout=_HTTP_CONNECT_TIMEOUT, sse_read_timeout=read_timeout
+                spec.url, headers=headers, timeout=_HTTP_CONNECT_TIMEOUT, sse_read_timeout=read_timeout, auth=auth
             )
 
         async def note_refusal(response: httpx2.Response) -> None:
@@ -328,7 +407,7 @@ class ServerSupervisor:
 
         http_client = await stack.enter_async_context(
             httpx2.AsyncClient(
-                headers=headers, timeout=httpx2.Timeout(_HTTP_CONNECT_TIMEOUT, read=read_timeout),
+                headers=headers, timeout=httpx2.Timeout(_HTTP_CONNECT_TIMEOUT, read=read_timeout), auth=auth,
                 event_hooks={"response": [note_refusal]},
             )
         )
@@ -391,11 +470,26 @@ class ServerSupervisor:
         try:
             with anyio.fail_after(self.spec.startup_timeout):
                 self.tools = await _list_all_tools(client)
+                self.catalog = await probe(client)
         except Exception:
             pass  # a dead connection shows up in the next call; keep the tools we have
 
     async def call(self, name: str, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
-        """Call `tool` (offered to the model as `name`); every problem becomes an error outcome."""
+        """Call `tool` (offered to the model as `name`); every problem becomes an error outcome. What became of the
+        server's requests during the call (a declined question, a refused sampling request) ends the result."""
+        origin = CallOrigin(self.name, name, self.requests.caller() if self.requests is not None else None)
+        token = CURRENT_CALL.set(origin)
+        self._in_flight.append(origin)
+        try:
+            outcome = await self._call_tool(name, tool, arguments, origin)
+        finally:
+            self._in_flight.remove(origin)
+            CURRENT_CALL.reset(token)
+        if origin.notes:
+            outcome.text = "\n\n".join([outcome.text, *origin.notes])
+        return outcome
+
+    async def _call_tool(self, name: str, tool: str, arguments: dict[str, Any], origin: CallOrigin) -> ToolOutcome:
         client = self.client
         if client is None or self.lost is not None or self.trouble is not None:
             return error_outcome(f"Tool {name} is unavailable: {self._unavailable()}")
@@ -404,7 +498,7 @@ class ServerSupervisor:
         self._calls.add(screen)
         with anyio.move_on_after(self.tool_timeout), screen:
             try:
-                result = await client.call_tool(tool, arguments)
+                result = await client.call_tool(tool, arguments, progress_callback=self._progress_for(origin))
             except MCPError as exc:
                 if exc.code == CONNECTION_CLOSED:
                     return error_outcome(await self._server_gone(name, generation))
@@ -434,6 +528,39 @@ class ServerSupervisor:
             f"Tool {name} timed out after {self.tool_timeout:g} s and was cancelled. "
             "Try a smaller request, or a different approach."
         )
+
+    def _progress_for(self, origin: CallOrigin) -> Any:
+        """A progress callback for one call (the SDK then sends a progress token with it); None without `requests`."""
+        requests = self.requests
+        if requests is None:
+            return None
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            requests.progress(origin, progress, total, message)
+
+        return on_progress
+
+    async def request(self, name: str, work: Callable[[Client], Awaitable[T]]) -> T:
+        """A request other than a tool call (resources, prompts; `name`: the tool that asks) under the rules of
+        `call`: within tool_timeout, problems raised as ResourceError in the words a tool result would use."""
+        client = self.client
+        if client is None or self.lost is not None or self.trouble is not None:
+            raise ResourceError(f"Tool {name} is unavailable: {self._unavailable()}")
+        generation = self.generation
+        with anyio.move_on_after(self.tool_timeout):
+            try:
+                return await work(client)
+            except MCPError as exc:
+                if exc.code == CONNECTION_CLOSED:
+                    raise ResourceError(await self._server_gone(name, generation)) from None
+                raise ResourceError(f"Tool {name} failed: MCP error {exc.code}: {exc.message}") from None
+            except ResourceError:
+                raise
+            except Exception as exc:
+                if self.spec.transport != "stdio" and _is_transport_error(exc):
+                    raise ResourceError(await self._server_gone(name, generation)) from None
+                raise ResourceError(f"Tool {name} failed: {describe_error(exc)}") from None
+        raise ResourceError(f"Tool {name} timed out after {self.tool_timeout:g} s and was cancelled.")
 
     async def _server_gone(self, name: str, generation: int) -> str:
         if self.generation == generation and self.trouble is None and self.lost is None:
@@ -546,7 +673,8 @@ async def _subscribe(client: Client, stack: AsyncExitStack) -> Subscription | No
     if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
         return None  # handshake-era servers send notifications/tools/list_changed instead
     try:
-        return await stack.enter_async_context(client.listen(tools_list_changed=True))
+        return await stack.enter_async_context(
+            client.listen(tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True))
     except Exception:
         # Not offered (method not found), or refused: the server announces no changes. A broken
         # connection shows up in the tool listing that follows.
@@ -632,6 +760,11 @@ def _refusal_text(refusal: tuple[int, str] | None, spec: ServerSpec) -> str | No
                 "token.")
     return (f"HTTP 403 Forbidden from {url}: the credentials were accepted but lack access ({sent}). Use a token "
             "with the scopes this server needs, in the entry's `headers`.")
+
+
+def _login_required(exc: BaseException) -> str | None:
+    """The `agent auth login` message of an OAuth server that needs a login, which a run never does."""
+    return next((str(leaf) for leaf in _leaf_exceptions(exc) if isinstance(leaf, LoginRequired)), None)
 
 
 def _describe_startup(exc: BaseException) -> str:
