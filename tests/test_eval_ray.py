@@ -141,6 +141,21 @@ def test_the_offline_suite_scores_on_ray_as_with_the_local_executor(cluster, tmp
     assert f"graders proven: all 12 '{mode}' runs" in done.stderr
 
 
+README_RAY_COMMAND = "agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto"
+"""The README's line (Larger than one machine), run here exactly as printed: it needs a cluster, and a machine
+holds one test cluster at a time (tests/test_printed_commands.py defers to this test for it)."""
+
+
+def test_the_readmes_ray_command_runs_as_printed(cluster, tmp_path):
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    bin_dir = Path(sys.executable).parent  # the installed `agent` script; `auto` finds the cluster by RAY_ADDRESS
+    env = {**clean_env(), "RAY_ADDRESS": cluster, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-c", README_RAY_COMMAND], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pass@1 100.0%" in done.stderr and "graders proven: all 12 'reference' runs passed" in done.stderr
+
+
 def test_runs_spread_over_both_nodes_and_the_data_is_uploaded(cluster, tmp_path):
     suite = slow_suite(tmp_path / "spread", 4, 1.0)
     found = evaluate.discover([suite])

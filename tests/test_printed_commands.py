@@ -470,22 +470,13 @@ def after(setup: Callable[[Shell], Any], check: Check) -> Check:
     return run
 
 
-def on_ray_cluster(*expected: str) -> Check:
-    """`--ray-address auto` on a machine of a running cluster: the CI cluster of .ci/ray-cluster.sh (the head
-    alone), found through RAY_ADDRESS, and stopped afterwards."""
+def run_by_the_ray_tests() -> Check:
+    """A line that needs a Ray cluster: tests/test_eval_ray.py runs it exactly as printed on its two-node cluster
+    (one test cluster per machine at a time); here, that it is the very line the README prints."""
     def check(shell: Shell, command: str) -> None:
-        require_installed("Ray (pip install -e '.[ray]')", importlib.util.find_spec("ray") is not None,
-                          "install the [ray] extra as .ci/run does")
-        env = {**shell.env, "RAY_CI_NODES": "1"}
-        started = subprocess.run(["bash", str(REPO / ".ci" / "ray-cluster.sh"), "start"], env=env, capture_output=True,
-                                 text=True, timeout=180)
-        try:
-            assert started.returncode == 0, started.stderr
-            shell.env["RAY_ADDRESS"] = started.stdout.strip().splitlines()[-1]
-            exits_0(*expected)(shell, command)
-        finally:
-            subprocess.run(["bash", str(REPO / ".ci" / "ray-cluster.sh"), "stop"], env=env, capture_output=True,
-                           timeout=120)
+        from test_eval_ray import README_RAY_COMMAND
+
+        assert command == README_RAY_COMMAND, "tests/test_eval_ray.py runs another line than the README prints"
     return check
 
 
@@ -541,9 +532,6 @@ def after_a_login(*expected: str) -> Check:
             assert login.returncode == 0, str(login)
             exits_0(*expected)(shell, command)
     return check
-
-
-RAY_COMMANDS = {"agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto"}
 
 
 @contextlib.contextmanager
@@ -707,8 +695,8 @@ EXPECTED: dict[str, Check] = {
     "agent auth login NAME": synopsis(["agent auth login"]),
     # README, Larger than one machine
     "agent eval --executor ray": synopsis(["agent eval"]),
-    "agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto": on_ray_cluster(
-        "pass@1 100.0%", "graders proven: all 12 'reference' runs passed as expected"),
+    "agent eval examples/suites/offline --scripted reference --executor ray --ray-address auto":
+        run_by_the_ray_tests(),
     "agent eval examples/suites/offline -k 3 --model deepseek:deepseek-v4-flash --executor ray --ray-address auto "
     "--cpus-per-run 2 --endpoint-concurrency 16 --endpoint-rate 5": fails_clearly(2, "DEEPSEEK_API_KEY is not set"),
     "agent eval examples/suites/offline --scripted reference": exits_0(
@@ -817,8 +805,7 @@ def test_the_readme_extraction_finds_code_lines_continuations_and_inline_command
 # --- each printed command, run ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [  # the Ray lines share the Ray tests' worker: one cluster at a time
-    pytest.param(c, marks=pytest.mark.xdist_group("ray")) if c in RAY_COMMANDS else c for c in EXPECTED], ids=list(EXPECTED))
+@pytest.mark.parametrize("command", list(EXPECTED), ids=list(EXPECTED))
 def test_printed_command_runs_as_documented(shell: Shell, command: str) -> None:
     EXPECTED[command](shell, command)
 
