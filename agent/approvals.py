@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import anyio
 
 from .errors import ConfigError
 from .hooks import Hooks, ToolCallRequest, ToolDecision
+from .terminal import read_line, terminal_fd, terminal_lock
 
 if TYPE_CHECKING:
     from agent.tools.hub import ToolInfo
@@ -212,17 +212,18 @@ async def terminal_prompt(call: ToolCallRequest, *, stdin: TextIO | None = None,
     reason "no terminal to ask". Waiting for the answer does not block the event loop, and Ctrl-C ends it."""
     stdin = stdin or sys.stdin
     stderr = stderr or sys.stderr
-    try:
-        fd = stdin.fileno()
-        tty = os.isatty(fd)
-    except (AttributeError, OSError, ValueError):
-        tty = False
-    if not tty:
+    fd = terminal_fd(stdin)
+    if fd is None:
         return Approval.no(NO_TERMINAL)
+    async with terminal_lock():  # a server's form may be asking on the same terminal
+        return await _approve_on(fd, call, stderr)
+
+
+async def _approve_on(fd: int, call: ToolCallRequest, stderr: TextIO) -> Approval:
     print(f"\nApprove {describe_call(call)}?", file=stderr)
     while True:
         print("[y]es / [N]o / [a]lways for this tool: ", end="", file=stderr, flush=True)
-        line = await _read_line(fd)
+        line = await read_line(fd)
         if line is None:
             print(file=stderr)
             return Approval.no(NO_TERMINAL)
@@ -236,19 +237,3 @@ async def terminal_prompt(call: ToolCallRequest, *, stdin: TextIO | None = None,
             reason = reason.strip()
             return Approval.no(f"{SAID_NO}: {reason}" if reason else SAID_NO)
         print("Answer y, n (optionally followed by a reason) or a.", file=stderr)
-
-
-async def _read_line(fd: int) -> str | None:
-    """One line from `fd`, byte by byte so nothing past it is consumed; None at end of input."""
-    data = bytearray()
-    while True:
-        await anyio.wait_readable(fd)
-        try:
-            byte = os.read(fd, 1)
-        except OSError:  # EIO: the terminal hung up
-            byte = b""
-        if not byte:
-            return data.decode(errors="replace") if data else None
-        if byte == b"\n":
-            return data.decode(errors="replace")
-        data += byte

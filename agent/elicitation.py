@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TextIO
 
-import anyio
-
-from .approvals import _read_line
 from .errors import ConfigError
+from .terminal import read_line, terminal_fd, terminal_lock
 
 Action = Literal["accept", "decline", "cancel"]
 NO_TERMINAL = "no terminal to ask (the run is not interactive)"
-_lock: anyio.Lock | None = None
 
 
 @dataclass(frozen=True)
@@ -120,17 +116,10 @@ async def terminal_form(request: ElicitationRequest, *, stdin: TextIO | None = N
     fit). Ctrl-D cancels. Without a terminal on stdin the question is declined ("no terminal to ask")."""
     stdin = stdin or sys.stdin
     stderr = stderr or sys.stderr
-    try:
-        fd = stdin.fileno()
-        tty = os.isatty(fd)
-    except (AttributeError, OSError, ValueError):
-        tty = False
-    if not tty:
+    fd = terminal_fd(stdin)
+    if fd is None:
         return ElicitationAnswer.decline(NO_TERMINAL, by="nobody")
-    global _lock
-    if _lock is None:
-        _lock = anyio.Lock()
-    async with _lock:  # one form at a time: parallel calls would interleave their prompts
+    async with terminal_lock():  # one question at a time: forms and approvals would interleave their prompts
         try:
             return await _fill_in(request, fd, stderr)
         except _Cancelled:
@@ -140,7 +129,7 @@ async def terminal_form(request: ElicitationRequest, *, stdin: TextIO | None = N
 
 async def _line(fd: int, stderr: TextIO, prompt: str) -> str:
     print(prompt, end="", file=stderr, flush=True)
-    line = await _read_line(fd)
+    line = await read_line(fd)
     if line is None:
         raise _Cancelled
     return line.strip()
