@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,12 @@ def require_installed(what: str, present: bool, remedy: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def assert_grouped(request: Any, group: str) -> None:
+    """Under `--dist loadgroup`, this test carries its xdist_group (so its group shares one worker): a pytest or
+    pytest-xdist upgrade that silently stops grouping fails here instead of as rare collisions elsewhere."""
+    if getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith(f"@{group}"), (
+            f"{request.node.nodeid}: xdist_group({group!r}) is not applied; tests sharing machine-wide state "
+            "would run at the same time on different workers (check the pytest / pytest-xdist versions)")

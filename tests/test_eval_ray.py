@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
+from conftest import assert_grouped
 
 import agent.eval as evaluate
 from agent.eval.ray_executor import EndpointLimits, RayExecutor, RayOptions, data_root, relocate
@@ -366,3 +367,7 @@ def test_the_model_client_asks_the_current_gate_and_reports_a_429_backoff():
         return turn.content
 
     assert asyncio_run(main) == "ok"
+
+
+def test_the_ray_tests_share_one_worker(request):
+    assert_grouped(request, "ray")

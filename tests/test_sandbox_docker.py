@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import connect_script, host_addresses, host_has, listener
+from conftest import assert_grouped, connect_script, host_addresses, host_has, listener
 from shell_suite import ALL_CHECKS, until
 
 from agent.runtime.docker import LABEL, OWNER_LABEL, RUN_LABEL, DockerSandbox, prune_containers
@@ -354,3 +354,7 @@ def test_runner_output_capture_matches_elide() -> None:
             capture.feed(data[offset : offset + 997])
         capture.feed(b"", final=True)
         assert capture.chars == len(text) and capture.render(cap) == elide(text, cap), cap
+
+
+def test_the_sandbox_tests_share_one_worker(request) -> None:
+    assert_grouped(request, "sandboxes")
