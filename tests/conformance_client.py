@@ -108,6 +108,9 @@ async def run(url: str) -> None:
                      if t.server == "conformance"]
             if scenario == "tools_call":
                 calls = [{"name": "add_numbers", "arguments": {"a": 5, "b": 3}}]
+            elif scenario == "json-schema-2020-12-preservation":  # echo the schema the hub holds for the tool
+                focal = next(t for t in hub.tools if t.tool == "json_schema_2020_12_tool")
+                calls = [{"name": "json_schema_echo", "arguments": {"schema": focal.input_schema}}]
         for call in calls:
             name = next(t.name for t in hub.tools if t.tool == call["name"])
             outcome = await hub.call(name, call.get("arguments") or {})

@@ -65,11 +65,10 @@ APPLIES: dict[str, tuple[str, ...]] = {
     # requests through the hub's elicitation seam (the accepting user of tests/conformance_client.py).
     "elicitation-sep1034-client-defaults": (DEFAULT,),
     "sep-2322-client-request-state": BOTH,
+    "json-schema-2020-12-preservation": BOTH,  # the hub keeps a tool's inputSchema as the server sent it
 }
 
 NOT_YET: dict[str, tuple[tuple[str, ...], str]] = {
-    "json-schema-2020-12-preservation": (BOTH, "not investigated yet: the suite reports $schema, $defs and "
-                                         "additionalProperties missing from the inputSchema the client echoes back"),
     "auth/scope-step-up": (BOTH, "by design a run never authorizes again: a 403 insufficient_scope mid-run fails "
                            "the call and names `agent auth login`; the suite wants a second browser authorization"),
     "auth/authorization-server-migration": (BOTH, "the login passes every check; the run's second connection "
