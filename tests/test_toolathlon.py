@@ -78,6 +78,13 @@ def test_the_benchmarks_own_server_definitions_are_used_with_their_placeholders(
     assert python in spec.grade.commands[0].run and "-m tasks.finalpool.word-stats.evaluation.main" in spec.grade.commands[0].run
 
 
+def test_only_toolathlons_own_tool_names_lose_their_local_prefix():
+    from agent.eval.toolathlon import _our_names
+
+    text = "Call `local-claim_done` or local-python-execute, then local-search_history; a local-first design."
+    assert _our_names(text) == "Call `claim_done` or python-execute, then search_history; a local-first design."
+
+
 def test_our_servers_stand_in_only_on_request(tmp_path):
     root = make_root(tmp_path)
     imported = import_toolathlon_task(root / "tasks" / "finalpool" / "word-stats", our_servers=True)

@@ -637,11 +637,12 @@ def import_toolathlon_task(folder: str | Path, *, servers: Mapping[str, ServerSp
     return imported
 
 
-_LOCAL_PREFIX = re.compile(r"\blocal-([A-Za-z_][\w-]*)")
+_LOCAL_NAMES = sorted({tool for tools in LOCAL_TOOLKITS.values() for tool in tools}, key=len, reverse=True)
+_LOCAL_PREFIX = re.compile(r"\blocal-(" + "|".join(map(re.escape, _LOCAL_NAMES)) + r")(?![\w-])")
 
 
 def _our_names(text: str) -> str:
-    """Toolathlon names its framework tools `local-<name>`; ours are `<name>`."""
+    """Toolathlon names its framework tools `local-<name>`; ours are `<name>` (other `local-` words stay)."""
     return _LOCAL_PREFIX.sub(r"\1", text)
 
 
