@@ -6,9 +6,9 @@ to the model (`<server>__list_resources`, `__read_resource`, `__list_prompts`, `
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import mcp.types as types
@@ -25,6 +25,7 @@ LIST_PROMPTS = "list_prompts"
 GET_PROMPT = "get_prompt"
 SYNTHETIC_TOOLS = (LIST_RESOURCES, READ_RESOURCE, LIST_PROMPTS, GET_PROMPT)
 _MAX_PAGES = 100
+T = TypeVar("T")
 # After a resource subscription stream failed, how long before it is opened again (sooner when a new URI is read).
 _RELISTEN_S = 5.0
 # How long a read waits for its subscription to be in place, so an update right after the read is not missed.
@@ -142,42 +143,37 @@ def synthetic_tools(catalog: Catalog) -> list[types.Tool]:
 # -- listings -------------------------------------------------------------------------------------------------------
 
 
-async def list_all_resources(client: Client, server: str) -> list[ResourceInfo]:
-    """Every resource, then every template, all pages (a server that repeats a cursor stops the paging)."""
-    found: list[ResourceInfo] = []
+async def all_pages(fetch: Callable[[str | None], Awaitable[Any]], items: Callable[[Any], Sequence[T]],
+                    max_pages: int = _MAX_PAGES) -> list[T]:
+    """Every item of a paged MCP listing: `fetch(cursor)` gets a page, `items(page)` its entries. A server that
+    repeats a cursor would otherwise page forever: a cursor seen before ends the listing, as `max_pages` does."""
+    found: list[T] = []
     cursor: str | None = None
     seen: set[str] = set()
-    for _ in range(_MAX_PAGES):
-        page = await client.list_resources(cursor=cursor)
-        found += [_resource_info(server, r) for r in page.resources]
+    for _ in range(max_pages):
+        page = await fetch(cursor)
+        found += items(page)
         cursor = page.next_cursor
         if cursor is None or cursor in seen:
             break
         seen.add(cursor)
-    cursor, seen = None, set()
-    for _ in range(_MAX_PAGES):
-        templates = await client.list_resource_templates(cursor=cursor)
-        found += [_template_info(server, t) for t in templates.resource_templates]
-        cursor = templates.next_cursor
-        if cursor is None or cursor in seen:
-            break
-        seen.add(cursor)
     return found
+
+
+async def list_all_resources(client: Client, server: str) -> list[ResourceInfo]:
+    """Every resource, then every template, all pages."""
+    resources = await all_pages(lambda cursor: client.list_resources(cursor=cursor),
+                                lambda page: [_resource_info(server, r) for r in page.resources])
+    templates = await all_pages(lambda cursor: client.list_resource_templates(cursor=cursor),
+                                lambda page: [_template_info(server, t) for t in page.resource_templates])
+    return resources + templates
 
 
 async def list_all_prompts(client: Client, server: str) -> list[PromptInfo]:
-    found: list[PromptInfo] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    for _ in range(_MAX_PAGES):
-        page = await client.list_prompts(cursor=cursor)
-        found += [PromptInfo(server=server, name=p.name, title=p.title, description=p.description,
-                             arguments=list(p.arguments or [])) for p in page.prompts]
-        cursor = page.next_cursor
-        if cursor is None or cursor in seen:
-            break
-        seen.add(cursor)
-    return found
+    return await all_pages(
+        lambda cursor: client.list_prompts(cursor=cursor),
+        lambda page: [PromptInfo(server=server, name=p.name, title=p.title, description=p.description,
+                                 arguments=list(p.arguments or [])) for p in page.prompts])
 
 
 def _resource_info(server: str, r: types.Resource) -> ResourceInfo:

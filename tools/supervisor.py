@@ -36,7 +36,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from agent.tools import forkserver
 from agent.tools.config import ServerSpec, server_environment
 from agent.tools.oauth import LoginRequired, connection_auth
-from agent.tools.resources import Catalog, ResourceError, ResourceWatch, probe
+from agent.tools.resources import Catalog, ResourceError, ResourceWatch, all_pages, probe
 from agent.tools.results import ToolOutcome, error_outcome, outcome_from_result
 from agent.tools.server_requests import CURRENT_CALL, CallOrigin, ServerRequests
 from agent.tools.stdout_screen import raw_line, salvage, screened
@@ -682,18 +682,8 @@ async def _subscribe(client: Client, stack: AsyncExitStack) -> Subscription | No
 
 
 async def _list_all_tools(client: Client) -> list[types.Tool]:
-    tools: list[types.Tool] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    for _ in range(_MAX_TOOL_PAGES):
-        page = await client.list_tools(cursor=cursor)
-        tools.extend(page.tools)
-        cursor = page.next_cursor
-        # A server that repeats a cursor would otherwise page forever.
-        if cursor is None or cursor in seen:
-            break
-        seen.add(cursor)
-    return tools
+    return await all_pages(lambda cursor: client.list_tools(cursor=cursor), lambda page: page.tools,
+                           max_pages=_MAX_TOOL_PAGES)
 
 
 def _tool_key(tools: list[types.Tool]) -> list[dict[str, Any]]:
