@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pty
 import socket
 import struct
 import subprocess
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
@@ -232,3 +233,15 @@ def assert_grouped(request: Any, group: str) -> None:
         assert request.node.nodeid.endswith(f"@{group}"), (
             f"{request.node.nodeid}: xdist_group({group!r}) is not applied; tests sharing machine-wide state "
             "would run at the same time on different workers (check the pytest / pytest-xdist versions)")
+
+
+@contextmanager
+def terminal() -> Iterator[tuple[TextIO, int]]:
+    """A real pseudo-terminal: its slave end as stdin, and the master end to type into."""
+    master, slave = pty.openpty()
+    stdin = os.fdopen(slave, "r")
+    try:
+        yield stdin, master
+    finally:
+        stdin.close()
+        os.close(master)

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 import yaml
-from conftest import DEMO_SERVER
+from conftest import DEMO_SERVER, terminal
 from mcp import Client, StdioServerParameters
 from mcp.client import ClientRequestContext
 from mcp.types import ElicitRequestParams, ElicitResult
@@ -217,18 +216,6 @@ def test_the_never_preset_is_no_policy_and_unknown_presets_are_refused():
 
 
 # -- the terminal prompt --------------------------------------------------------------------------------------
-
-
-@contextmanager
-def terminal() -> Iterator[tuple[TextIO, int]]:
-    """A real pseudo-terminal: its slave end as stdin, and the master end to type into."""
-    master, slave = pty.openpty()
-    stdin = os.fdopen(slave, "r")
-    try:
-        yield stdin, master
-    finally:
-        stdin.close()
-        os.close(master)
 
 
 def request(tool: str = "demo__write_file", arguments: Any = None) -> ToolCallRequest:

@@ -13,14 +13,14 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 import yaml
-from conftest import SERVERS_DIR
+from conftest import SERVERS_DIR, terminal
 from mcp import Client, StdioServerParameters
 from mcp.client import ClientRequestContext
 from mcp.types import ElicitRequestParams, ElicitResult
@@ -265,17 +265,6 @@ async def test_the_console_shows_progress_logs_questions_and_sampling(tmp_path):
 
 
 # -- the terminal form ------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def terminal() -> Iterator[tuple[TextIO, int]]:
-    master, slave = pty.openpty()
-    stdin = os.fdopen(slave, "r")
-    try:
-        yield stdin, master
-    finally:
-        stdin.close()
-        os.close(master)
 
 
 BOOKING_SCHEMA = {
