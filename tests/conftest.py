@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
+import yaml
 
 TESTS_DIR = Path(__file__).resolve().parent
 SERVERS_DIR = TESTS_DIR / "servers"
@@ -245,3 +246,15 @@ def terminal() -> Iterator[tuple[TextIO, int]]:
     finally:
         stdin.close()
         os.close(master)
+
+
+def write_suite(root: Path, tasks: dict[str, tuple[dict, list]], **suite: object) -> Path:
+    """A suite folder: suite.yaml plus tasks/<name>/task.yaml and solutions/reference.yaml."""
+    root.mkdir(parents=True)
+    (root / "suite.yaml").write_text(yaml.safe_dump({"name": root.name, **suite}))
+    for name, (task, script) in tasks.items():
+        folder = root / "tasks" / name
+        (folder / "solutions").mkdir(parents=True)
+        (folder / "task.yaml").write_text(yaml.safe_dump({"name": name, **task}))
+        (folder / "solutions" / "reference.yaml").write_text(yaml.safe_dump(script))
+    return root

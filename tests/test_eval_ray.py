@@ -17,8 +17,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-import yaml
-from conftest import assert_grouped
+from conftest import assert_grouped, write_suite
 
 import agent.eval as evaluate
 from agent.eval.ray_executor import EndpointLimits, RayExecutor, RayOptions, data_root, relocate
@@ -54,17 +53,6 @@ def cluster():
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, timeout=120)
-
-
-def write_suite(root: Path, tasks: dict[str, tuple[dict, list]]) -> Path:
-    root.mkdir(parents=True)
-    (root / "suite.yaml").write_text(yaml.safe_dump({"name": root.name}))
-    for name, (task, script) in tasks.items():
-        folder = root / "tasks" / name
-        (folder / "solutions").mkdir(parents=True)
-        (folder / "task.yaml").write_text(yaml.safe_dump({"name": name, **task}))
-        (folder / "solutions" / "reference.yaml").write_text(yaml.safe_dump(script))
-    return root
 
 
 def slow_suite(root: Path, count: int, delay_s: float) -> Path:

@@ -16,25 +16,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-import yaml
+from conftest import write_suite
 
 import agent.eval as evaluate
 from agent.eval.report import build_report, mean_std, pass_at_k, pass_hat_k, render_html, render_markdown
 from agent.testing import RecordedRequest, ScriptedModelServer, ScriptedTurn
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_suite(root: Path, tasks: dict[str, tuple[dict, list]], **suite: object) -> Path:
-    """A suite folder: suite.yaml plus tasks/<name>/task.yaml and solutions/reference.yaml."""
-    root.mkdir(parents=True)
-    (root / "suite.yaml").write_text(yaml.safe_dump({"name": root.name, **suite}))
-    for name, (task, script) in tasks.items():
-        folder = root / "tasks" / name
-        (folder / "solutions").mkdir(parents=True)
-        (folder / "task.yaml").write_text(yaml.safe_dump({"name": name, **task}))
-        (folder / "solutions" / "reference.yaml").write_text(yaml.safe_dump(script))
-    return root
 
 
 def records(out: Path) -> list[dict]:

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
 from agent.trace import read_trace
-from tests.conftest import DEMO_SERVER, alive, child_pids
+from tests.conftest import DEMO_SERVER, alive, child_pids, write_suite
 from tests.test_cli_run import AGENT, write_task
 
 # Sandboxes and signals look at machine-wide state (bwrap and docker processes, labelled containers,
@@ -112,25 +111,18 @@ def test_sigterm_cancels_agent_run_even_where_sigint_is_ignored(tmp_path):
     assert none_alive(spawned)
 
 
-def write_suite(root: Path) -> Path:
+def signals_suite(root: Path) -> Path:
     """Three tasks run in order: `a` answers at once, `b` waits in a slow tool, `c` would answer at once."""
     quick = {"prompt": "p", "servers": DEMO}
     tasks = {"a": (quick, ["done"]),
              "b": ({"prompt": "p", "servers": DEMO},
                    [{"tool_calls": [{"name": "demo__slow", "arguments": {"seconds": 60}}]}, "never"]),
              "c": (quick, ["done"])}
-    (root / "suite.yaml").parent.mkdir(parents=True)
-    (root / "suite.yaml").write_text(yaml.safe_dump({"name": "signals"}))
-    for name, (task, script) in tasks.items():
-        folder = root / "tasks" / name
-        (folder / "solutions").mkdir(parents=True)
-        (folder / "task.yaml").write_text(yaml.safe_dump({"name": name, **task}))
-        (folder / "solutions" / "reference.yaml").write_text(yaml.safe_dump(script))
-    return root
+    return write_suite(root, tasks, name="signals")
 
 
 def test_sigterm_stops_agent_eval_keeping_finished_results_and_tracing_the_cut_run(tmp_path):
-    suite, out = write_suite(tmp_path / "suite"), tmp_path / "out"
+    suite, out = signals_suite(tmp_path / "suite"), tmp_path / "out"
     slow_trace = out / "traces" / "b" / "r0.jsonl"
     proc = subprocess.Popen([str(AGENT), "eval", str(suite), "--scripted", "reference", "--out", str(out)],
                             cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
