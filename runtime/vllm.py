@@ -650,6 +650,7 @@ class VLLMServer:
     async def _wait_ready(self) -> None:
         deadline = anyio.current_time() + self.startup_timeout_s
         last = "no answer yet"
+        answered = ""  # the last HTTP answer: a late timeout must not hide it
         what = f"vLLM ({served_model_name(self.command) or self.command[0]})"
         async with httpx.AsyncClient(base_url=self.base_url, trust_env=False, headers=self._auth()) as client:
             while True:
@@ -662,12 +663,13 @@ class VLLMServer:
                 if remaining <= 0:
                     raise VLLMStartError(
                         f"{what} was not ready within {self.startup_timeout_s:g} s (GET {self.base_url}/health: "
-                        f"{last}), so it was stopped. Downloads and compilation can take long: raise "
+                        f"{last}{answered}), so it was stopped. Downloads and compilation can take long: raise "
                         f"--startup-timeout. {self.quote_log()}"
                     )
                 try:
                     health = await client.get("/health", timeout=min(5.0, remaining))
                     last = f"HTTP {health.status_code}"
+                    answered = ""
                     if health.status_code == 200:
                         models = await client.get("/v1/models", timeout=min(5.0, remaining))
                         if models.status_code in (401, 403):
@@ -682,6 +684,8 @@ class VLLMServer:
                             return
                         last = "HTTP 200, but /v1/models lists no model"
                 except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                    if last.startswith("HTTP "):
+                        answered = f"; it last answered {last}"
                     last = type(exc).__name__
                 with anyio.move_on_after(min(self.poll_interval_s, max(remaining, 0))):
                     await self._exited.wait()

@@ -98,7 +98,7 @@ async def describe(hub: ToolHub, name: str = "probe") -> dict[str, Any]:
     return json.loads(outcome.text)
 
 
-async def until(predicate: Any, within: float = 10.0) -> None:
+async def until(predicate: Any, within: float = 30.0) -> None:
     with anyio.fail_after(within):
         while True:
             if predicate():

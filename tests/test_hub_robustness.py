@@ -39,7 +39,7 @@ async def call_until_ok(hub: ToolHub, name: str, arguments: dict[str, Any], with
             await anyio.sleep(0.1)
 
 
-async def until(predicate, within: float = 10.0) -> None:
+async def until(predicate, within: float = 30.0) -> None:
     """Wait for a condition that another process brings about (a notification, a restart)."""
     with anyio.fail_after(within):
         while True:

@@ -70,7 +70,7 @@ async def test_cancellation_leaves_no_process_behind(sandbox: LocalSandbox) -> N
 
 async def test_timeout_kills_the_group_and_reaps_the_shell(sandbox: LocalSandbox) -> None:
     before = child_pids()
-    result = await sandbox.exec("echo $$ > pids; sleep 60 & echo $! >> pids; wait", timeout=0.5)
+    result = await sandbox.exec("echo $$ > pids; sleep 60 & echo $! >> pids; wait", timeout=3)
     assert result.timed_out and result.exit_code is None
     shell, child = await read_pids(sandbox.workspace / "pids", 2)
     assert await wait_dead(shell, child) == []
@@ -114,10 +114,10 @@ async def test_sandbox_exit_stops_processes_even_when_cancelled(workspace: Path)
 
 async def test_stop_sends_sigkill_after_the_grace(sandbox: LocalSandbox) -> None:
     process = await sandbox.spawn("trap '' TERM; echo ready; while :; do sleep 0.05; done")
-    assert await until(lambda: process.read(), 5)
+    assert await until(lambda: process.read(), 30)
     started = time.monotonic()
     code = await process.stop(grace_s=0.3)
-    assert code is not None and time.monotonic() - started < 3
+    assert code is not None and time.monotonic() - started < 20  # it never ends without the SIGKILL
 
 
 # --- confinement and environment ------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def test_run_command_passes_env_but_no_host_secret(shell: Shell) -> None:
 
 
 def test_timeout_kills_the_command_and_its_children(shell: Shell) -> None:
-    data = shell.run("echo $$ > shell.pid; sleep 300 & echo $! > child.pid; wait", timeout=1)
+    data = shell.run("echo $$ > shell.pid; sleep 300 & echo $! > child.pid; wait", timeout=3)
     pids = [int((shell.folder / name).read_text()) for name in ("shell.pid", "child.pid")]
     assert data["timed_out"] is True and data["exit_code"] is None
     assert gone(*pids), "a timed-out command left processes running"

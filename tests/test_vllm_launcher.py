@@ -343,8 +343,10 @@ async def test_an_early_exit_is_reported_with_its_log():
 async def test_a_server_that_never_becomes_healthy_times_out(tmp_path):
     pids = tmp_path / "pids.json"
     command = fake_command("--never-healthy", "--pid-file", str(pids), port=free_port())
-    with pytest.raises(VLLMStartError, match=r"not ready within 1 s .*HTTP 503.*--startup-timeout"):
-        async with VLLMServer(command, startup_timeout_s=1, poll_interval_s=0.05):
+    # 4 s so that a loaded machine still gets the fake server listening; a poll that times out at the
+    # deadline keeps the last real answer in the message
+    with pytest.raises(VLLMStartError, match=r"not ready within 4 s .*HTTP 503.*--startup-timeout"):
+        async with VLLMServer(command, startup_timeout_s=4, poll_interval_s=0.05):
             pass
     assert not alive(json.loads(pids.read_text())["server"])
 
