@@ -18,7 +18,11 @@ from pathlib import Path
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from agent.runtime.sandbox import Sandbox
+
+from .approvals import policy_for_cli
 from .demo import scripted_demo_if_needed
+from .elicitation import terminal_form
 from .errors import AgentError, ConfigError
 from .interrupts import (
     EXIT_INTERRUPTED,
@@ -65,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true",
                         help="replay the task's scripted demo offline even when an API key is set")
     parser.add_argument("--no-reasoning", action="store_true", help="do not show streamed reasoning")
+    parser.add_argument("--approve", choices=["ask", "destructive", "never"], default="never",
+                        help="ask on the terminal before tool calls: ask = every tool not marked read-only; "
+                        "destructive = tools marked destructive, or unmarked and not read-only; never (default)")
     return parser
 
 
@@ -96,14 +103,17 @@ def _chat(args: argparse.Namespace, terminated: Callable[[], bool]) -> int:
     with ExitStack() as stack:
         task = scripted_demo_if_needed(task, demo=args.demo, where=str(args.task), stack=stack)
         portal = stack.enter_context(start_blocking_portal())
+        sandbox = None
         if task.workspace is not None or task.builtin_servers:
             from agent.runtime.workspace import Workspace
 
             workspace = stack.enter_context(portal.wrap_async_context_manager(Workspace(task.workspace, task.sandbox)))
             task = bind_workspace(task, workspace.path)
+            sandbox = workspace.sandbox  # python-execute runs in the workspace's sandbox, not a second one
             if workspace.keep:
                 print(f"workspace: {workspace.path} (kept)", file=sys.stderr)
-        chat = Chat(task, portal, args.session, show_reasoning=not args.no_reasoning, terminated=terminated)
+        chat = Chat(task, portal, args.session, show_reasoning=not args.no_reasoning, terminated=terminated,
+                    approve=args.approve, sandbox=sandbox)
         with chat:
             return chat.loop()
 
@@ -112,13 +122,20 @@ class Chat:
     """The prompt loop: reads lines, runs prompts on the session, obeys /commands."""
 
     def __init__(self, task: TaskSpec, portal: BlockingPortal, session_path: Path | None, *,
-                 show_reasoning: bool = True, terminated: Callable[[], bool] = lambda: False):
+                 show_reasoning: bool = True, terminated: Callable[[], bool] = lambda: False,
+                 approve: str = "never", sandbox: Sandbox | None = None):
         self.task = task
+        # As in `agent run`: approvals and servers' questions are asked on the terminal during a run (the prompt
+        # loop waits meanwhile, so they read the same stdin); without a terminal they are refused / declined.
+        policy = policy_for_cli(approve)
+        self._agent_options: dict[str, object] = {"hooks": [policy] if policy else [], "elicitation": terminal_form}
+        if sandbox is not None:
+            self._agent_options["sandbox"] = sandbox
         self.portal = portal
         self.renderer = ConsoleRenderer(show_reasoning=show_reasoning)
         self.terminated = terminated
         # The session file is read before any server starts: a wrong path fails fast.
-        self.session = Session(Agent.from_task(task), session_path)
+        self.session = Session(Agent.from_task(task, **self._agent_options), session_path)
         self._agent_open = ExitStack()
         self._interactive = sys.stdin.isatty() and sys.stdout.isatty()
         self._history_file: Path | None = None
@@ -248,7 +265,8 @@ class Chat:
             return
         try:
             config = parse_model(argument, where="/model")
-            agent = Agent.from_task(self.task.model_copy(update={"model": config}), think=self.agent.policy)
+            agent = Agent.from_task(self.task.model_copy(update={"model": config}), think=self.agent.policy,
+                                    **self._agent_options)
             opened = ExitStack()
             opened.enter_context(self.portal.wrap_async_context_manager(agent))
         except AgentError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
-from tests.conftest import DEMO_SERVER
+from tests.conftest import DEMO_SERVER, SERVERS_DIR
 
 TIMEOUT = 90
 
@@ -222,3 +223,52 @@ def test_ctrl_c_at_the_prompt_leaves_the_chat(tmp_path):
         finally:
             chat_process.kill()
     assert code == 130
+
+
+# -- a person on the terminal: approvals and servers' questions ------------------------------------------------------
+
+ASKING = {"asking": {"command": sys.executable, "args": [str(SERVERS_DIR / "asking_server.py")]}}
+BOOK = [ScriptedTurn(tool_calls=[ScriptedToolCall("asking__book_table", {"date": "friday"})]),
+        ScriptedTurn(content="Booked.")]
+
+
+def chat_on_a_terminal(*args: str, typed: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A chat whose stdin is a real pseudo-terminal with `typed` already typed (a terminal in canonical mode hands
+    over one line per read, so the prompt loop and the questions asked during a run each take only their lines)."""
+    master, slave = pty.openpty()
+    try:
+        os.write(master, typed.encode())
+        return subprocess.run([str(AGENT), "chat", *args], stdin=slave, cwd=cwd, capture_output=True, text=True,
+                              timeout=TIMEOUT, env=environment())
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def test_approve_ask_and_a_servers_form_are_answered_on_the_terminal_during_a_chat(tmp_path):
+    with ScriptedModelServer(BOOK) as model:
+        task = write_task(tmp_path, servers=ASKING)
+        # the prompt; yes to the approval; yes to the form, then its fields (guests, time, vegan, name); /exit
+        done = chat_on_a_terminal(str(task), "--model", model.model_string, "--approve", "ask",
+                                  typed="Book a table for friday.\ny\ny\n5\n18:00\nn\nAda\n/exit\n", cwd=tmp_path)
+        observed = [m["content"] for m in model.requests[-1].body["messages"] if m["role"] == "tool"]
+    assert done.returncode == 0, done.stderr
+    assert "Approve asking__book_table" in done.stderr
+    assert "The MCP server 'asking' asks (during asking__book_table): Book a table for friday?" in done.stderr
+    assert observed == ["Booked a table on friday at 18:00 for 5 under Ada."]
+    assert done.stdout.strip() == "Booked."
+
+
+def test_without_a_terminal_the_chat_refuses_approvals_and_declines_forms(tmp_path):
+    script = [*BOOK, *BOOK]
+    with ScriptedModelServer(script) as model:
+        asked = chat(str(write_task(tmp_path, servers=ASKING)), "--model", model.model_string, "--approve", "ask",
+                     stdin="Book a table.\n", cwd=tmp_path)
+        refused = [m["content"] for m in model.requests[1].body["messages"] if m["role"] == "tool"]
+        declined_chat = chat(str(write_task(tmp_path, servers=ASKING)), "--model", model.model_string,
+                             stdin="Book a table.\n", cwd=tmp_path)
+        declined = [m["content"] for m in model.requests[3].body["messages"] if m["role"] == "tool"]
+    assert asked.returncode == 0 and declined_chat.returncode == 0, asked.stderr + declined_chat.stderr
+    assert len(refused) == 1 and "refused" in refused[0] and "no terminal to ask" in refused[0]
+    assert len(declined) == 1 and declined[0].endswith("The question was declined: no terminal to ask "
+                                                       "(the run is not interactive).]")

@@ -651,6 +651,7 @@ EXPECTED: dict[str, Check] = {
     # README, prose
     "agent run": command_name(),
     "agent eval": command_name(),
+    "agent chat": command_name(),
     "agent pack": command_name(),
     "agent run --keep-workspace": synopsis(["agent run"]),
     "agent eval --judge": synopsis(["agent eval"]),
@@ -711,7 +712,8 @@ EXPECTED: dict[str, Check] = {
     "agent eval PATH... [-j N] [-k K] [--resume] [--out DIR] [--scripted NAME]": synopsis(["agent eval"], {
         "agent eval examples/suites/offline -j 2 -k 1 --out out --scripted wrong --filter 'csv*'":
             exits_0("pass@1 0.0%", "graders proven: all 1 'wrong' runs failed as expected")}),
-    "agent chat [TASK.yaml] [--model M] [--think auto|none|high|max] [--session FILE]": synopsis(["agent chat"]),
+    "agent chat [TASK.yaml] [--model M] [--think auto|none|high|max] [--session FILE] "
+    "[--approve ask|destructive|never]": synopsis(["agent chat"]),
     "agent chat [TASK.yaml] [--session FILE]": synopsis(["agent chat"]),
     "agent run TASK.yaml --otel": synopsis(["agent run"]),
     "agent trace PATH": synopsis(["agent trace"], {"agent trace {trace}": traces_a_demo_run()}),
