@@ -251,6 +251,27 @@ def test_the_matcher_reads_numbers_in_context():
     assert match_claim("COVID-19 cases: 7", Claim(claim="There were 19 cases.")).score == 0.0
 
 
+def test_the_matcher_fails_the_right_numbers_given_to_the_wrong_labels():
+    claim = Claim(claim="Q3 revenue was $12.5M and Q4 was $14.2M.")
+    right = ["Q3: $12.5M; Q4: $14.2M", "Revenue was $12.5M in Q3 and $14.2M in Q4.",
+             "Q3 and Q4 revenue were $12.5M and $14.2M respectively.", "For Q3, revenue was $12.5M. For Q4, $14.2M.",
+             "| Q3 | 12.5M |\n| Q4 | 14.2M |", "Revenue: 12.5M (Q3), 14.2M (Q4)", "Q4 grew to $14.2M from $12.5M in Q3."]
+    swapped = ["Q3: $14.2M, Q4: $12.5M", "Revenue was $14.2M in Q3 and $12.5M in Q4.",
+               "Q3 and Q4 revenue were $14.2M and $12.5M respectively.", "| Q3 | 14.2M |\n| Q4 | 12.5M |",
+               "Q4 fell to $12.5M from $14.2M in Q3."]
+    for answer in right:
+        assert match_claim(answer, claim).verdict == "fulfilled", answer
+    for answer in swapped:
+        verdict = match_claim(answer, claim)
+        assert verdict.verdict == "not_fulfilled", answer
+        assert "12,500,000 is given for Q4, the claim gives it for Q3" in verdict.reason
+    # Only clauses that pair one label with one number count; a claim with one subject and two numbers has no pairs.
+    assert match_claim("Alice: 85 in Science, 90 in Math.",
+                       Claim(claim="Alice scored 90 in Math and 85 in Science.")).verdict == "fulfilled"
+    # A number the answer never puts beside a label is no evidence of a swap.
+    assert match_claim("Q3 and Q4 both grew. The figures: $12.5M, then $14.2M.", claim).verdict == "fulfilled"
+
+
 def test_the_matcher_checks_key_terms_of_claims_without_numbers():
     gehry = Claim(claim="The lead architect of the Guggenheim Museum in Bilbao is Frank Gehry.")
     assert match_claim("It was designed by Frank Gehry (Guggenheim Museum, Bilbao).", gehry).verdict == "fulfilled"

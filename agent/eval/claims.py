@@ -217,7 +217,8 @@ def match_claim(answer: str, claim: Claim) -> Verdict:
     """The offline matcher. With `numbers`/`contains`/`regex` on the claim, exactly those are checked. Else:
     every entity word (a capitalised word such as a region or a name) and "quoted" phrase of the claim must
     appear in the answer, or the claim is not fulfilled whatever the numbers; then the claim's numbers must
-    appear in the answer to the claim's precision (percentages also as fractions; "Q4" holds no number), or,
+    appear in the answer to the claim's precision (percentages also as fractions; "Q4" holds no number) and not
+    beside other labels of the claim than their own (`swapped_pairs`), or,
     for a claim without numbers, its key terms: half of them beside its entities, else three quarters (half:
     partially fulfilled)."""
     folded = _fold(answer)
@@ -233,6 +234,10 @@ def match_claim(answer: str, claim: Claim) -> Verdict:
         missing = [n for n in wanted if not _number_found(n, have, claim.tolerance)]
         found = len(wanted) - len(missing) + len(quoted)  # quoted phrases count as found items, as numbers
         if not missing:
+            swapped = swapped_pairs(answer, claim.claim, claim.tolerance)
+            if swapped:
+                return Verdict(0.0, "not_fulfilled", "the numbers are there but belong to other labels: "
+                               + "; ".join(swapped))
             return Verdict(1.0, "fulfilled", f"all {len(wanted)} numbers found" +
                            (f" with {', '.join(entities + quoted)}" if entities or quoted else ""))
         verdict = "partially_fulfilled" if found and found * 2 >= len(wanted) + len(quoted) else "not_fulfilled"
@@ -257,6 +262,88 @@ def match_claim(answer: str, claim: Claim) -> Verdict:
                        + (f" (not: {lacking})" if lacking else ""))
     verdict = "partially_fulfilled" if share >= 0.5 else "not_fulfilled"
     return Verdict(VERDICT_SCORES[verdict], verdict, f"key terms missing from the answer: {lacking}")
+
+
+# --- numbers and their labels -------------------------------------------------------------------------------
+
+# Where a claim's clauses split: "Q3 revenue was $12.5M and Q4 was $14.2M" has two, each pairing a label with a
+# number. ", " and not "," so that "48,200" stays whole.
+_CLAUSE_SPLIT_RE = re.compile(r";|,\s|\s(?:and|while|whereas|but|versus|vs\.?)\s|\n", re.IGNORECASE)
+# Where an answer's units split: lines and sentences (a label and its number share one; a table row is a line).
+_UNIT_SPLIT_RE = re.compile(r"\n|;|(?<=[^\d\s])\.\s|(?<=\d)\.\s(?=[A-Z])")
+
+
+def claim_pairs(claim: str) -> list[tuple[str, Number]]:
+    """(label, number) pairs a claim states clause by clause: each clause that holds exactly one label (an entity
+    word or a quoted phrase) and exactly one number. Only returned when there are two or more pairs with distinct
+    labels and distinct numbers: that is when an answer can give the right numbers to the wrong labels."""
+    pairs: list[tuple[str, Number]] = []
+    for clause in _CLAUSE_SPLIT_RE.split(claim):
+        quoted, entities, _ = _terms(clause)
+        numbers = written_numbers(clause)
+        if len(quoted) + len(entities) == 1 and len(numbers) == 1:
+            pairs.append(((quoted or entities)[0], numbers[0]))
+    labels = {_fold(label) for label, _ in pairs}
+    values = {number.value for _, number in pairs}
+    return pairs if len(pairs) >= 2 and len(labels) == len(pairs) == len(values) else []
+
+
+def swapped_pairs(answer: str, claim: str, tolerance: float | None) -> list[str]:
+    """The claim's (label, number) pairs that the answer contradicts: the number is only ever given for another of
+    the claim's labels (as in "Q3: $14.2M, Q4: $12.5M" for "Q3 was $12.5M and Q4 was $14.2M"). A pair the answer
+    never puts side by side is not counted against it: only positive evidence of a swap is."""
+    pairs = claim_pairs(claim)
+    if not pairs:
+        return []
+    given: dict[int, set[str]] = {i: set() for i in range(len(pairs))}  # pair index -> labels its number went to
+    for unit in _UNIT_SPLIT_RE.split(answer):
+        for index, label in _assign(unit, pairs, tolerance):
+            given[index].add(label)
+    out = []
+    for index, (label, number) in enumerate(pairs):
+        if given[index] and label not in given[index]:
+            out.append(f"{_shown(number)} is given for "
+                       f"{' and '.join(sorted(given[index]))}, the claim gives it for {label}")
+    return out
+
+
+def _shown(number: Number) -> str:
+    value = int(number.value) if number.value.is_integer() else number.value
+    return f"{value:,}{'%' if number.percent else ''}"
+
+
+def _assign(unit: str, pairs: list[tuple[str, Number]], tolerance: float | None) -> list[tuple[int, str]]:
+    """In one line or sentence of the answer: which of the claim's labels each of the claim's numbers goes with.
+    Labels and numbers in two lists ("Q3 and Q4 were 12.5M and 14.2M [respectively]") pair in order. Otherwise a
+    number goes with the nearest label before it or after it that no other of the numbers stands between ("Q4 grew
+    to 14.2M from 12.5M in Q3"); when it has both, with the one before if the unit starts with a label ("Q3: 14.2M,
+    Q4: 12.5M"), the one after if it starts with a number ("12.5M in Q3, 14.2M in Q4")."""
+    labels = sorted((m.start(), m.end(), label) for label, _ in pairs
+                    for m in re.finditer(r"(?<!\w)" + re.escape(label) + r"(?!\w)", unit, re.IGNORECASE))
+    numbers: list[tuple[int, int, int]] = []  # (start, end, pair index)
+    for match in _NUMBER_RE.finditer(unit):
+        got = written_numbers(match.group(0))
+        for index, (_, want) in enumerate(pairs):
+            if got and _number_found(want, got, tolerance):
+                numbers.append((match.start(), match.end(), index))
+                break
+    if not labels or not numbers:
+        return []
+    if len(labels) >= 2 and len(labels) == len(numbers) and (labels[-1][1] <= numbers[0][0]
+                                                              or numbers[-1][1] <= labels[0][0]):
+        return [(index, label) for (_, _, index), (_, _, label) in zip(numbers, labels, strict=True)]
+    label_first = labels[0][0] < numbers[0][0]
+    out = []
+    for i, (start, end, index) in enumerate(numbers):
+        since = numbers[i - 1][1] if i else -1
+        until = numbers[i + 1][0] if i + 1 < len(numbers) else len(unit) + 1
+        before = [label for s, e, label in labels if since <= s and e <= start]
+        after = [label for s, e, label in labels if end <= s and e <= until]
+        if before and (label_first or not after):
+            out.append((index, before[-1]))
+        elif after:
+            out.append((index, after[0]))
+    return out
 
 
 def _match_explicit(answer: str, folded: str, claim: Claim) -> Verdict:
