@@ -282,6 +282,8 @@ def bind_workspace(task: TaskSpec, workspace: Path) -> TaskSpec:
         "web": ["-m", "agent.servers.web"],
     }
     for name in task.builtin_servers:
-        servers.setdefault(name, ServerSpec(command=sys.executable, args=builtin[name], cwd=root))
+        # Our files server's resources (file:///{+path}) serve @files: mentions; its read_file is the model's tool.
+        servers.setdefault(name, ServerSpec(command=sys.executable, args=builtin[name], cwd=root,
+                                            resource_tools=name != "files"))
     return task.model_copy(update={"servers": servers, "workdir": workspace, "prompt": bind(task.prompt),
                                    "system": bind(task.system) if task.system is not None else None})

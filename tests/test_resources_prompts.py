@@ -244,3 +244,27 @@ async def test_a_files_mention_puts_the_files_text_in_the_prompt(tmp_path):
             f"Follow @files:{(tmp_path / 'plan.md').as_uri()}")
         users = user_messages(model)
     assert result.ok and users == ["Follow Step 1: test."]
+
+
+async def test_resource_tools_false_keeps_the_tools_from_the_model_but_mentions_still_read(tmp_path):
+    (tmp_path / "plan.md").write_text("Step 1: test.")
+    hidden = {"files": {**files_server(tmp_path)["files"], "resource_tools": False}}
+    with ScriptedModelServer([ScriptedTurn(content="ok")]) as model:
+        result = await Agent(model.model_string, hidden, trace_dir=None).run(
+            f"Follow @files:{(tmp_path / 'plan.md').as_uri()}")
+        users = user_messages(model)
+        offered = [t["function"]["name"] for t in model.requests[0].body["tools"]]
+    assert result.ok and users == ["Follow Step 1: test."]
+    assert "files__read_file" in offered and not [name for name in offered if name.endswith("_resource")
+                                                  or name.endswith("_resources")]
+
+
+def test_the_builtin_files_server_offers_no_resource_tools_and_other_servers_keep_theirs(tmp_path):
+    from agent.eval.importers import OUR_SERVERS
+    from agent.task import TaskSpec, bind_workspace
+
+    bound = bind_workspace(TaskSpec(prompt="x", builtin_servers=["files", "shell"],
+                                    servers=parse_servers(docs(), where="test")), tmp_path)
+    assert {name: spec.resource_tools for name, spec in bound.servers.items()} == {
+        "docs": True, "files": False, "shell": True}
+    assert OUR_SERVERS["files"]["resource_tools"] is False

@@ -143,6 +143,10 @@ class ServerSpec(BaseModel, extra="forbid"):
     """How the connection opens: `auto` probes with the 2026-07-28 `server/discover` and falls back to the
     `initialize` handshake; `legacy` goes straight to the handshake. A stdio server that dies on the probe
     (Python servers on mcp 1.x do) is restarted once with the handshake either way; `legacy` saves that start."""
+    resource_tools: bool = True
+    """Offer the model `list_resources`/`read_resource` (and `list_prompts`/`get_prompt`) for this server when it
+    has resources (prompts). False keeps its resources and prompts for mentions and the SDK only, for a server
+    whose own tools already read the same things (our files server)."""
     roots: list[str] | None = None
     """Directories offered as MCP roots (relative paths resolve against the server's cwd; `${WORKSPACE}` in a
     task file is the run's workspace). None (default): the hub's roots if it was given some, else none and

@@ -26,7 +26,8 @@ from ..task import TaskSpec
 
 # Our servers as mcpServers entries; ${WORKSPACE} is bound per run.
 OUR_SERVERS: dict[str, dict[str, Any]] = {
-    "files": {"command": sys.executable, "args": ["-m", "agent.servers.files", "${WORKSPACE}"]},
+    "files": {"command": sys.executable, "args": ["-m", "agent.servers.files", "${WORKSPACE}"],
+              "resource_tools": False},  # read_file does it; the resources stay for @files: mentions
     "shell": {"command": sys.executable, "args": ["-m", "agent.servers.shell", "${WORKSPACE}"]},
     "web": {"command": sys.executable, "args": ["-m", "agent.servers.web"]},
 }
