@@ -100,14 +100,21 @@ def running_runs() -> list[int]:
     return [pid for pid, cmd in cluster_processes().items() if cmd.startswith("ray::agent_eval_run")]
 
 
-def wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str, *, driver: subprocess.Popen | None = None, log: Path | None = None):
+    """Poll `predicate` until it holds; a bound against hanging (generous: a loaded machine starts Ray workers
+    slowly), cut short when the eval driver we wait on has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if driver is not None and driver.poll() is not None:
+            break
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    said = f"; its stderr ends:\n{log.read_text(errors='replace')[-3000:]}" if log is not None and log.exists() else ""
+    ended = f" (the eval driver exited with {driver.returncode})" if driver is not None and driver.poll() is not None \
+        else ""
+    raise AssertionError(f"timed out waiting for {what}{ended}{said}")
 
 
 # --- the same results as the local executor ------------------------------------------------------------------
@@ -167,16 +174,21 @@ def test_runs_spread_over_both_nodes_and_the_data_is_uploaded(cluster, tmp_path)
 def test_a_killed_worker_is_retried_or_recorded_and_nothing_is_lost(cluster, tmp_path, retries):
     suite = slow_suite(tmp_path / "kill", 4, 3.0)
     out = tmp_path / "out"
-    proc = subprocess.Popen(eval_command(cluster, str(suite), "--scripted", "reference", "--out", str(out),
-                                         "--ray-retries", str(retries)),
-                            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "driver.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(eval_command(cluster, str(suite), "--scripted", "reference", "--out", str(out),
+                                             "--ray-retries", str(retries)),
+                                cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     try:
-        victim = wait_for(running_runs, 60, "a run on the cluster")[0]
+        victim = wait_for(running_runs, 180, "a run on the cluster", driver=proc, log=log)[0]
         time.sleep(1.0)  # mid-run: its model is still "thinking"
+        if victim not in running_runs():  # a loaded machine was slower than the sleep: take a run still going
+            victim = wait_for(running_runs, 180, "a run on the cluster", driver=proc, log=log)[0]
         os.kill(victim, signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
+        proc.wait(timeout=240)
     finally:
         proc.kill()
+    err = log.read_text(errors="replace")
     results = records(out)
     assert sorted(r["task"] for r in results) == [f"t{i}" for i in range(4)], err[-2000:]
     failed = [r for r in results if not r["passed"]]
@@ -196,12 +208,12 @@ def test_a_killed_driver_leaves_no_runs_and_resume_finishes_the_suite(cluster, t
     command = eval_command(cluster, str(suite), "--scripted", "reference", "--out", str(out))
     proc = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: len(records(out)) >= 2, 90, "two finished runs")
+        wait_for(lambda: len(records(out)) >= 2, 180, "two finished runs", driver=proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=10)
     before = records(out)
-    wait_for(lambda: not running_runs(), 30, "Ray to end the dead driver's runs")
+    wait_for(lambda: not running_runs(), 60, "Ray to end the dead driver's runs")
     resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
                              timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -226,8 +238,10 @@ def test_ctrl_c_cancels_the_remote_runs_and_leaves_nothing_running(cluster, tmp_
         "boxed": (boxed, script), "slow": ({"prompt": "wait", "grade": {"claims": ["x"]}},
                                            [{"content": "x", "delay_s": 120}])})
     out = tmp_path / "out"
-    proc = subprocess.Popen(eval_command(cluster, str(suite), "--scripted", "reference", "--out", str(out)),
-                            cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "driver.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(eval_command(cluster, str(suite), "--scripted", "reference", "--out", str(out)),
+                                cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True)
 
     def our_containers() -> list[str]:
         found = []
@@ -241,13 +255,14 @@ def test_ctrl_c_cancels_the_remote_runs_and_leaves_nothing_running(cluster, tmp_
         return found
 
     try:
-        containers = wait_for(our_containers, 90, "the run's sandbox container")
-        wait_for(lambda: len(running_runs()) == 2, 30, "both runs in flight")
+        containers = wait_for(our_containers, 180, "the run's sandbox container", driver=proc, log=log)
+        wait_for(lambda: len(running_runs()) == 2, 90, "both runs in flight", driver=proc, log=log)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=90)
+        proc.wait(timeout=120)
     finally:
         proc.kill()
+    err = log.read_text(errors="replace")
     assert proc.returncode == 130, err[-2000:]
     assert "run again with --resume" in err
     left = [pid for pid, cmd in cluster_processes().items() if cmd.startswith("ray::agent_eval_run")
