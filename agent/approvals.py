@@ -6,16 +6,18 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Literal, TextIO, get_args
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 
 import anyio
 
+from .elicitation import terminal_form
 from .errors import ConfigError
 from .hooks import Hooks, ToolCallRequest, ToolDecision
 from .terminal import read_line, terminal_fd, terminal_lock
@@ -178,6 +180,20 @@ def approval_preset(mode: str, confirm: Confirm, *, where: str = "--approve") ->
 def policy_for_cli(mode: str) -> ApprovalPolicy | None:
     """`agent run --approve MODE`: the preset, asking on the terminal."""
     return approval_preset(mode, terminal_prompt)
+
+
+def add_approve_option(parser: argparse.ArgumentParser) -> None:
+    """`--approve MODE` for the commands a person watches on a terminal (`agent run`, `agent chat`)."""
+    parser.add_argument("--approve", choices=APPROVE_MODES, default="never",
+                        help="ask on the terminal before tool calls: ask = every tool not marked read-only; "
+                        "destructive = tools marked destructive, or unmarked and not read-only; never (default)")
+
+
+def terminal_askers(mode: str) -> dict[str, Any]:
+    """Agent options for a command with a person at the terminal: `--approve MODE` as a hook and servers'
+    questions (MCP elicitation) as a form, both asked on the terminal; without one they are refused / declined."""
+    policy = policy_for_cli(mode)
+    return {"hooks": [policy] if policy else [], "elicitation": terminal_form}
 
 
 def describe_call(call: ToolCallRequest) -> str:

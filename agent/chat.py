@@ -20,9 +20,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from agent.runtime.sandbox import Sandbox
 
-from .approvals import policy_for_cli
+from .approvals import add_approve_option, terminal_askers
 from .demo import scripted_demo_if_needed
-from .elicitation import terminal_form
 from .errors import AgentError, ConfigError
 from .interrupts import (
     EXIT_INTERRUPTED,
@@ -69,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true",
                         help="replay the task's scripted demo offline even when an API key is set")
     parser.add_argument("--no-reasoning", action="store_true", help="do not show streamed reasoning")
-    parser.add_argument("--approve", choices=["ask", "destructive", "never"], default="never",
-                        help="ask on the terminal before tool calls: ask = every tool not marked read-only; "
-                        "destructive = tools marked destructive, or unmarked and not read-only; never (default)")
+    add_approve_option(parser)
     return parser
 
 
@@ -126,9 +123,8 @@ class Chat:
                  approve: str = "never", sandbox: Sandbox | None = None):
         self.task = task
         # As in `agent run`: approvals and servers' questions are asked on the terminal during a run (the prompt
-        # loop waits meanwhile, so they read the same stdin); without a terminal they are refused / declined.
-        policy = policy_for_cli(approve)
-        self._agent_options: dict[str, object] = {"hooks": [policy] if policy else [], "elicitation": terminal_form}
+        # loop waits meanwhile, so they read the same stdin).
+        self._agent_options = terminal_askers(approve)
         if sandbox is not None:
             self._agent_options["sandbox"] = sandbox
         self.portal = portal

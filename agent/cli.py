@@ -13,9 +13,8 @@ from typing import Any
 
 import anyio
 
-from .approvals import policy_for_cli
+from .approvals import add_approve_option, terminal_askers
 from .demo import scripted_demo_if_needed
-from .elicitation import terminal_form
 from .errors import AgentError, ConfigError
 from .interrupts import (
     EXIT_BAD_INPUT,
@@ -66,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--otel", action="store_true",
                      help="OpenTelemetry spans for the run (needs the otel extra): the global tracer provider, or one "
                      "built from OTEL_TRACES_EXPORTER (otlp|console|none), OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME")
-    run.add_argument("--approve", choices=["ask", "destructive", "never"], default="never",
-                     help="ask on the terminal before tool calls: ask = every tool not marked read-only; "
-                     "destructive = tools marked destructive, or unmarked and not read-only; never (default)")
+    add_approve_option(run)
 
     sub.add_parser("eval", add_help=False,
                    help="run tasks as a benchmark suite: workers, repeats, graders, reports (agent eval --help)")
@@ -314,19 +311,16 @@ async def _run_async(task: TaskSpec, args: argparse.Namespace) -> int:
             task = bind_workspace(task, workspace.path)
             if workspace.keep:
                 print(f"workspace: {workspace.path} (kept)", file=sys.stderr)
-        policy = policy_for_cli(args.approve)
-        shared: dict[str, Any] = {}
+        options: dict[str, Any] = terminal_askers(args.approve)
         if workspace is not None and workspace.sandbox is not None:
-            shared["sandbox"] = workspace.sandbox  # python-execute runs in the workspace's sandbox, not a second one
+            options["sandbox"] = workspace.sandbox  # python-execute runs in the workspace's sandbox, not a second one
         if args.otel:
             from .telemetry import (
                 tracing_from_environment,  # here: opentelemetry would slow every `agent` start
             )
 
             stack.callback(tracing_from_environment())  # flushed when the run is over
-        # Servers' questions (MCP elicitation) are asked on the terminal; without one they are declined.
-        agent = Agent.from_task(task, hooks=[policy] if policy else [], telemetry=args.otel or None,
-                                elicitation=terminal_form, **shared)
+        agent = Agent.from_task(task, telemetry=args.otel or None, **options)
         result = await agent.run(task.prompt, trace_path=args.trace, on_event=renderer)
     if args.json:
         print(result.model_dump_json(indent=2, exclude={"messages"}))
