@@ -551,9 +551,8 @@ def _server_tool_info(name: str, server: str, tool: types.Tool) -> ToolInfo:
 def _server_tools(sup: ServerSupervisor) -> list[tuple[types.Tool, bool]]:
     """(tool, synthetic) for a server: its own tools, then those for its resources and prompts not named like one."""
     own = {tool.name for tool in sup.tools}
-    if not sup.spec.resource_tools:
-        return [(tool, False) for tool in sup.tools]
-    extra = [tool for tool in resources.synthetic_tools(sup.catalog) if tool.name not in own]
+    offered = resources.synthetic_tools(sup.catalog) if sup.spec.resource_tools else []
+    extra = [tool for tool in offered if tool.name not in own]
     return [(tool, False) for tool in sup.tools] + [(tool, True) for tool in extra]
 
 

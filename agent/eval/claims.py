@@ -137,31 +137,21 @@ class Number:
     percent: bool
 
 
-def numbers_in(text: str) -> list[tuple[float, int]]:
-    """The numbers written in `text`, each with its count of decimals (names such as "Q4" hold none)."""
-    found = []
-    for match in _NUMBER_RE.finditer(text):
-        digits = match.group("digits").replace(",", "")
-        decimals = len(digits.split(".")[1]) if "." in digits else 0
-        value = float(digits) * _scale(match.group("scale"))
-        found.append((-value if match.group("sign") else value, decimals))
-    return found
-
-
 def _scale(word: str | None) -> float:
     return _SCALES.get(word.strip().lower(), 1.0) if word else 1.0
 
 
 def written_numbers(text: str) -> list[Number]:
     """The numbers written in `text` with their precision and whether each is a percentage."""
-    out = []
-    for match in _NUMBER_RE.finditer(text):
-        digits = match.group("digits").replace(",", "")
-        decimals = len(digits.split(".")[1]) if "." in digits else 0
-        scale = _scale(match.group("scale"))
-        value = float(digits) * scale * (-1 if match.group("sign") else 1)
-        out.append(Number(value, 0.5 * 10.0 ** -decimals * scale, bool(match.group("percent"))))
-    return out
+    return [_number(match) for match in _NUMBER_RE.finditer(text)]
+
+
+def _number(match: re.Match[str]) -> Number:
+    digits = match.group("digits").replace(",", "")
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    scale = _scale(match.group("scale"))
+    value = float(digits) * scale * (-1 if match.group("sign") else 1)
+    return Number(value, 0.5 * 10.0 ** -decimals * scale, bool(match.group("percent")))
 
 
 def _fold(text: str) -> str:
@@ -322,9 +312,9 @@ def _assign(unit: str, pairs: list[tuple[str, Number]], tolerance: float | None)
                     for m in re.finditer(r"(?<!\w)" + re.escape(label) + r"(?!\w)", unit, re.IGNORECASE))
     numbers: list[tuple[int, int, int]] = []  # (start, end, pair index)
     for match in _NUMBER_RE.finditer(unit):
-        got = written_numbers(match.group(0))
+        got = [_number(match)]
         for index, (_, want) in enumerate(pairs):
-            if got and _number_found(want, got, tolerance):
+            if _number_found(want, got, tolerance):
                 numbers.append((match.start(), match.end(), index))
                 break
     if not labels or not numbers:
