@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from agent.testing import ScriptedModelServer, ScriptedToolCall, ScriptedTurn
-from tests.conftest import DEMO_SERVER, SERVERS_DIR
+from tests.conftest import DEMO_SERVER, SERVERS_DIR, terminal
 
 TIMEOUT = 90
 
@@ -235,14 +234,10 @@ BOOK = [ScriptedTurn(tool_calls=[ScriptedToolCall("asking__book_table", {"date":
 def chat_on_a_terminal(*args: str, typed: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A chat whose stdin is a real pseudo-terminal with `typed` already typed (a terminal in canonical mode hands
     over one line per read, so the prompt loop and the questions asked during a run each take only their lines)."""
-    master, slave = pty.openpty()
-    try:
+    with terminal() as (stdin, master):
         os.write(master, typed.encode())
-        return subprocess.run([str(AGENT), "chat", *args], stdin=slave, cwd=cwd, capture_output=True, text=True,
+        return subprocess.run([str(AGENT), "chat", *args], stdin=stdin, cwd=cwd, capture_output=True, text=True,
                               timeout=TIMEOUT, env=environment())
-    finally:
-        os.close(slave)
-        os.close(master)
 
 
 def test_approve_ask_and_a_servers_form_are_answered_on_the_terminal_during_a_chat(tmp_path):

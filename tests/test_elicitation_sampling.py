@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pty
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -351,15 +350,11 @@ def agent_run(task: Path, *args: str, stdin: Any, cwd: Path) -> subprocess.Compl
 
 
 def test_agent_run_asks_the_servers_question_on_the_terminal(tmp_path):
-    master, slave = pty.openpty()
-    try:
+    with terminal() as (stdin, master):
         os.write(master, b"y\n5\n18:00\nn\nAda\n")
         with ScriptedModelServer(BOOK) as model:
-            done = agent_run(write_task(tmp_path, model.model_string), stdin=slave, cwd=tmp_path)
+            done = agent_run(write_task(tmp_path, model.model_string), stdin=stdin, cwd=tmp_path)
             observed = [m["content"] for m in model.requests[-1].body["messages"] if m["role"] == "tool"]
-    finally:
-        os.close(slave)
-        os.close(master)
     assert done.returncode == 0, done.stderr
     assert observed == ["Booked a table on friday at 18:00 for 5 under Ada."]
     assert "The MCP server 'asking' asks (during asking__book_table): Book a table for friday?" in done.stderr
