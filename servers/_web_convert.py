@@ -274,6 +274,8 @@ def pdf_to_text(body: bytes, url: str) -> Converted:
             reader.decrypt("")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
         title = reader.metadata.title if reader.metadata else None
+    # pypdf raises NotImplementedError for stream filters and encryption schemes it does not support: such a
+    # PDF is reported as unreadable, like a damaged one.
     except (PyPdfError, ValueError, KeyError, OSError, NotImplementedError) as exc:
         raise UnsupportedContentError(f"Could not read the PDF from {url}: {exc}") from None
     if not any(pages):
